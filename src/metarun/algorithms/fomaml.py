@@ -1,0 +1,18 @@
+"""First-order MAML: the query-loss gradient at the adapted parameters, no second-order terms."""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch.func import grad_and_value
+
+from metarun import inner
+from metarun.algorithms.base import Algorithm, TaskOutput
+from metarun.functional import Loss, Params, subtract
+
+
+class FOMAML(Algorithm):
+    def task(self, theta: Params, loss: Loss, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+        phi = inner.sgd(theta, lambda p: loss(p, sx, sy), self.steps, self.lr)
+        meta_grad, after = grad_and_value(lambda p: loss(p, qx, qy))(phi)
+        metrics = {"loss_before": loss(theta, qx, qy), "loss_after": after}
+        return meta_grad, subtract(theta, phi), metrics

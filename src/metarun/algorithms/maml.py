@@ -1,0 +1,24 @@
+"""MAML (Finn et al. 2017): the exact meta-gradient through K differentiable SGD steps."""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch.func import grad
+
+from metarun import inner
+from metarun.algorithms.base import Algorithm, TaskOutput
+from metarun.functional import Loss, Params, subtract
+
+
+class MAML(Algorithm):
+    def task(self, theta: Params, loss: Loss, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+        def query_after_adaptation(p: Params) -> tuple[Tensor, tuple[Tensor, Params]]:
+            # The inner grads are taken inside the outer `grad`, so their dependence on
+            # theta is differentiated too: second order, no approximation.
+            phi = inner.sgd(p, lambda q: loss(q, sx, sy), self.steps, self.lr)
+            after = loss(phi, qx, qy)
+            return after, (after, phi)
+
+        meta_grad, (after, phi) = grad(query_after_adaptation, has_aux=True)(theta)
+        metrics = {"loss_before": loss(theta, qx, qy), "loss_after": after}
+        return meta_grad, subtract(theta, phi), metrics

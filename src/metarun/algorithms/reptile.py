@@ -1,0 +1,43 @@
+"""Reptile (Nichol et al. 2018): the pseudo-gradient theta - phi_K of K inner steps.
+
+Applied by the outer SGD, theta <- theta - eps * sum_i w_i (theta - phi_i), which with
+uniform weights is the paper's theta <- theta + eps * mean_i (phi_i - theta).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from metarun import inner
+from metarun.algorithms.base import Algorithm, TaskOutput
+from metarun.functional import Loss, Params, subtract
+
+
+class Reptile(Algorithm):
+    def __init__(
+        self,
+        name: str,
+        steps: int,
+        lr: float,
+        inner_optimizer: str = "sgd",
+        adam_betas: Sequence[float] = (0.0, 0.999),
+    ) -> None:
+        super().__init__(name, steps, lr)
+        if inner_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
+        self.inner_optimizer = inner_optimizer
+        self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
+
+    def adapt(self, theta: Params, loss: Loss, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
+        objective = lambda p: loss(p, x, y)  # noqa: E731
+        if self.inner_optimizer == "adam":
+            return inner.adam(theta, objective, steps, lr, self.adam_betas)
+        return inner.sgd(theta, objective, steps, lr)
+
+    def task(self, theta: Params, loss: Loss, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+        phi = self.adapt(theta, loss, sx, sy, self.steps, self.lr)
+        displacement = subtract(theta, phi)
+        metrics = {"loss_before": loss(theta, qx, qy), "loss_after": loss(phi, qx, qy)}
+        return displacement, displacement, metrics

@@ -1,0 +1,192 @@
+"""The config schema, registered in Hydra's ConfigStore, and the value checks it cannot express.
+
+The dataclasses make a misspelt key or a wrong type fail when Hydra composes the config;
+`check` catches values that are well-typed but meaningless (zero shots, a negative step
+count) before anything is written. This module must not import torch: `metarun --help`,
+`--cfg job` and tab completion load it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the setting and the fix."""
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 1000
+    meta_batch: int = 10
+    eval_every: int = 250  # 0 = only the final evaluation
+    log_every: int = 1
+
+
+@dataclass
+class InnerConfig:
+    steps: int = 5
+    lr: float = 0.01
+
+
+@dataclass
+class EvalConfig:
+    tasks: int = 1000  # held-out tasks of the final meta-test
+    steps: int = 5  # test-time adaptation steps
+    lr: float = 0.01
+    seed: int = 1234  # the fixed evaluation stream, shared by every run so methods see the same tasks
+    val_tasks: int = 100  # tasks of the periodic validation during training (another fixed stream)
+    chunk: int = 100  # tasks adapted together at evaluation time
+
+
+@dataclass
+class OuterConfig:
+    optimizer: Any = MISSING  # a torch.optim class with `_partial_: true`
+    lr: float = 0.001
+    anneal: bool = False  # decay lr linearly to 0 over training (Reptile's meta step size)
+
+
+@dataclass
+class ExecConfig:
+    mode: str = "vmap"  # loop | vmap: how the tasks of a meta-batch run; same gradients either way
+    chunk: int = 0  # vmap: tasks per vectorised call, 0 = all
+
+
+@dataclass
+class MetarunConfig:
+    data: Any = MISSING
+    model: Any = MISSING
+    algo: Any = MISSING
+    weighting: Any = MISSING
+    ways: int = 1
+    shots: int = 10
+    queries: int = 10
+    seed: int = 0
+    device: str = "auto"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    outer: OuterConfig = field(default_factory=OuterConfig)
+    exec: ExecConfig = field(default_factory=ExecConfig)
+
+
+# Group schemas. Each YAML option pulls its schema through its defaults list, so the keys
+# an option may carry are declared here once.
+
+
+@dataclass
+class SineData:
+    _target_: str = "metarun.data.sine.SineWaves"
+    name: str = "sine"
+    amplitude: list[float] = field(default_factory=lambda: [0.1, 5.0])
+    phase: list[float] = field(default_factory=lambda: [0.0, 6.283185307179586])
+    x_range: list[float] = field(default_factory=lambda: [-5.0, 5.0])
+
+
+@dataclass
+class MLPModel:
+    _target_: str = "metarun.models.MLP"
+    in_features: int = 1
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    out_features: int = 1
+
+
+@dataclass
+class MAMLAlgo:
+    _target_: str = "metarun.algorithms.maml.MAML"
+    name: str = "maml"
+
+
+@dataclass
+class FOMAMLAlgo:
+    _target_: str = "metarun.algorithms.fomaml.FOMAML"
+    name: str = "fomaml"
+
+
+@dataclass
+class ReptileAlgo:
+    _target_: str = "metarun.algorithms.reptile.Reptile"
+    name: str = "reptile"
+    inner_optimizer: str = "sgd"  # sgd | adam (the paper's Adam has beta1 = 0)
+    adam_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
+
+
+@dataclass
+class WeightingConfig:
+    name: str = "uniform"
+
+
+def register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="metarun_schema", node=MetarunConfig)
+    cs.store(group="schemas/data", name="sine", node=SineData)
+    cs.store(group="schemas/model", name="mlp", node=MLPModel)
+    cs.store(group="schemas/algo", name="maml", node=MAMLAlgo)
+    cs.store(group="schemas/algo", name="fomaml", node=FOMAMLAlgo)
+    cs.store(group="schemas/algo", name="reptile", node=ReptileAlgo)
+    cs.store(group="schemas/weighting", name="weighting", node=WeightingConfig)
+
+
+ALGORITHMS = ("maml", "fomaml", "reptile")
+WEIGHTINGS = ("uniform", "agreement")
+EXEC_MODES = ("loop", "vmap")
+INNER_OPTIMIZERS = ("sgd", "adam")
+
+
+def _positive(cfg: DictConfig, key: str, what: str, fix: str) -> None:
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    if value is None or value <= 0:
+        raise ConfigError(f"`{key}={value}` is invalid: {what} must be greater than 0. {fix}")
+
+
+def check(cfg: DictConfig) -> None:
+    """Reject values that compose but cannot run, with one paragraph naming the fix."""
+    _positive(cfg, "shots", "the number of support examples per class (per task for regression)",
+              "Set e.g. `shots=1` or `shots=5` for classification, `shots=10` for sine.")
+    _positive(cfg, "queries", "the number of query examples per class (per task for regression)",
+              "Set e.g. `queries=15`.")
+    _positive(cfg, "ways", "the number of classes per task", "Set e.g. `ways=5` (sine ignores it).")
+    for key in ("inner.steps", "eval.steps"):
+        _positive(cfg, key, "the number of adaptation steps",
+                  f"Set e.g. `{key}=5`; every algorithm adapts with at least one gradient step.")
+    for key in ("inner.lr", "eval.lr", "outer.lr"):
+        _positive(cfg, key, "a learning rate", f"Set e.g. `{key}=0.01`.")
+    for key in ("train.iterations", "train.meta_batch", "eval.tasks", "eval.chunk"):
+        _positive(cfg, key, "a count", f"Set `{key}` to a positive whole number.")
+    _non_negative(cfg, ("train.eval_every", "eval.val_tasks", "exec.chunk"))
+    if cfg.eval.tasks < 2:
+        raise ConfigError(
+            f"`eval.tasks={cfg.eval.tasks}` is too few: a 95% confidence interval needs at least 2 "
+            "evaluation tasks. Set `eval.tasks=1000` (the papers use 600 or more)."
+        )
+    if cfg.exec.mode not in EXEC_MODES:
+        raise ConfigError(f"`exec.mode={cfg.exec.mode}` is unknown. Valid values: {', '.join(EXEC_MODES)}.")
+    if cfg.weighting.name not in WEIGHTINGS:
+        raise ConfigError(
+            f"`weighting.name={cfg.weighting.name}` is unknown. Valid values: {', '.join(WEIGHTINGS)} "
+            "(choose with `weighting=agreement`)."
+        )
+    optimizer = cfg.algo.get("inner_optimizer")
+    if optimizer is not None and optimizer not in INNER_OPTIMIZERS:
+        raise ConfigError(
+            f"`algo.inner_optimizer={optimizer}` is unknown. Valid values: {', '.join(INNER_OPTIMIZERS)}."
+        )
+    device = str(cfg.device)
+    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"`device={device}` is unknown. Valid values: auto, cpu, cuda, cuda:N.")
+
+
+def _non_negative(cfg: DictConfig, keys: tuple[str, ...]) -> None:
+    from omegaconf import OmegaConf
+
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value < 0:
+            raise ConfigError(f"`{key}={value}` is invalid: it must be 0 or more. Set `{key}=0` to turn it off.")

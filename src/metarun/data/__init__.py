@@ -1,0 +1,1 @@
+"""Datasets: each reads (or generates) its data and samples episodes of tasks."""

@@ -1,0 +1,119 @@
+"""The run: set up, meta-train (sample -> TaskGrads -> weights -> step -> log -> validate),
+meta-test on the fixed evaluation stream, write the results."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from metarun import __version__, checkpoint
+from metarun.algorithms import task_grads
+from metarun.config import ConfigError
+from metarun.evaluate import evaluate
+from metarun.functional import detached, forward, loss_of, weighted_sum
+from metarun.results import METRICS, MetricsLog, ci95, write_results, write_scores
+from metarun.tasks import fixed_stream
+from metarun.weighting import weights
+
+COLUMNS = (
+    "iteration", "loss_before", "loss_after", "val_mean", "val_ci95",
+    "w_min", "w_max", "w_negative", "lr", "seconds",
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"`device={name}` was asked for, but this machine has no usable CUDA GPU "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). "
+            "Use `device=cpu`, or `device=auto` to take a GPU only when there is one."
+        )
+    return torch.device(name)
+
+
+def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
+    """Train and test as `cfg` says; returns the results record and the final validation metric."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # model initialisation
+    source = instantiate(cfg.data)
+    model = instantiate(cfg.model).to(device)
+    algo = instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr)
+    loss, apply = loss_of(model, source.loss), forward(model)
+    params = dict(model.named_parameters())
+    optimizer = instantiate(cfg.outer.optimizer)(params.values(), lr=cfg.outer.lr)
+    iterations = cfg.train.iterations
+    # Reptile anneals its meta step size linearly to 0; LambdaLR scales the configured lr.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: 1 - it / iterations if cfg.outer.anneal else 1.0
+    )
+    # The task stream has its own generator so that model init and sampling are independent.
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    def test(n_tasks: int, seed: int) -> torch.Tensor:
+        stream = fixed_stream(source, n_tasks, cfg.eval.chunk, cfg.shots, cfg.queries, seed)
+        return evaluate(algo, detached(model), loss, apply, source.score, stream,
+                        cfg.eval.steps, cfg.eval.lr, device, cfg.exec.mode)
+
+    def validate() -> tuple[float, float]:
+        # Validation tasks come from their own fixed stream, never the test stream.
+        return ci95(test(cfg.eval.val_tasks, cfg.eval.seed + 1).tolist())
+
+    def state(iteration: int) -> dict:
+        # Everything needed to rebuild or continue the run, config included.
+        return {"params": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "iteration": iteration,
+                "task_rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "config": OmegaConf.to_container(cfg, resolve=True)}
+
+    log = MetricsLog(out_dir / METRICS, COLUMNS)
+    start = time.perf_counter()
+    bar = tqdm(range(1, iterations + 1), desc=f"{algo.name}+{cfg.weighting.name}", disable=None)
+    for it in bar:
+        episode = source.sample(cfg.train.meta_batch, cfg.shots, cfg.queries, generator).to(device)
+        grads = task_grads(algo, detached(model), loss, episode, cfg.exec.mode, cfg.exec.chunk)
+        w = weights(cfg.weighting.name, grads.updates)
+        for name, g in weighted_sum(w, grads.meta_grads).items():
+            params[name].grad = g
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        schedule.step()
+
+        row = {"iteration": it, "lr": lr}
+        if it % cfg.train.log_every == 0 or it == iterations:
+            row |= {k: v.mean().item() for k, v in grads.metrics.items()}
+            row |= {"w_min": w.min().item(), "w_max": w.max().item(), "w_negative": int((w < 0).sum())}
+            bar.set_postfix(loss=f"{row['loss_after']:.4f}")
+        if cfg.train.eval_every and cfg.eval.val_tasks > 1 and it % cfg.train.eval_every == 0:
+            row["val_mean"], row["val_ci95"] = validate()
+            checkpoint.save(out_dir, state(it))
+        if len(row) > 2:
+            log.write(row | {"seconds": round(time.perf_counter() - start, 3)})
+    log.close()
+    train_seconds = time.perf_counter() - start
+    checkpoint.save(out_dir, state(iterations))
+
+    scores = test(cfg.eval.tasks, cfg.eval.seed).tolist()
+    mean, half = ci95(scores)
+    val = validate()[0] if cfg.eval.val_tasks > 1 else mean
+    write_scores(out_dir, scores)
+    record = {
+        "data": source.name, "task_kind": source.kind, "ways": cfg.ways, "shots": cfg.shots,
+        "queries": cfg.queries, "algo": algo.name, "weighting": cfg.weighting.name,
+        "metric": source.metric, "higher_is_better": source.higher_is_better,
+        "mean": mean, "ci95": half, "n_tasks": len(scores), "scores_file": "scores.csv",
+        "val_mean": val, "seed": cfg.seed, "iterations": iterations,
+        "meta_batch": cfg.train.meta_batch, "inner_steps": cfg.inner.steps, "inner_lr": cfg.inner.lr,
+        "eval_steps": cfg.eval.steps, "eval_lr": cfg.eval.lr, "eval_seed": cfg.eval.seed,
+        "exec_mode": cfg.exec.mode, "seconds": round(time.perf_counter() - start, 2),
+        "train_seconds": round(train_seconds, 2), "device": str(device),
+        "torch": torch.__version__, "metarun": __version__,
+    }
+    write_results(out_dir, record)
+    return record, val

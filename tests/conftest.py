@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny():
+    """A tiny float64 MLP regression problem: model, loss and one task's support and query sets."""
+    from metarun.functional import loss_of
+    from metarun.models import MLP
+
+    torch.manual_seed(0)
+    model = MLP(1, [6], 1).double()
+    g = torch.Generator().manual_seed(1)
+    sx, qx = torch.randn(5, 1, generator=g, dtype=torch.float64), torch.randn(7, 1, generator=g, dtype=torch.float64)
+    sy, qy = torch.sin(2 * sx) + 0.3, torch.sin(2 * qx) + 0.3
+    loss = loss_of(model, torch.nn.functional.mse_loss)
+    return model, loss, (sx, sy, qx, qy)
+
+
+@pytest.fixture
+def cli_env(tmp_path):
+    """Environment for metarun subprocesses: quiet, no GPU, full errors off."""
+    env = dict(os.environ)
+    env.pop("HYDRA_FULL_ERROR", None)
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    return env

@@ -1,0 +1,59 @@
+"""Gradient-agreement weights (Eshratifar et al. 2018, eq. 13) against hand-computed cases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metarun.weighting import agreement, uniform, weights
+
+
+def tree(rows: list[list[float]]) -> dict:
+    """Split each task's vector over two leaves, as a real model's parameters are."""
+    t = torch.tensor(rows, dtype=torch.float64)
+    return {"a": t[:, :1], "b": t[:, 1:].reshape(len(rows), -1, 1)}
+
+
+def test_hand_computed_three_aligned_one_opposed():
+    g = tree([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    # sum_j g_j = (2, 0); s = (2, 2, 2, -2); sum |s| = 8.
+    w = agreement(g)
+    torch.testing.assert_close(w, torch.tensor([0.25, 0.25, 0.25, -0.25], dtype=torch.float64))
+    assert w[3] < 0
+    assert w.abs().sum().item() == pytest.approx(1.0)
+
+
+def test_unequal_case_by_gram_matrix():
+    rows = [[1.0, 2.0], [0.5, -1.0], [3.0, 0.0]]
+    g = torch.tensor(rows, dtype=torch.float64)
+    s = (g @ g.T).sum(dim=1)
+    torch.testing.assert_close(agreement(tree(rows)), s / s.abs().sum())
+
+
+def test_invariant_to_task_order_and_scale():
+    torch.manual_seed(0)
+    rows = torch.randn(6, 5, dtype=torch.float64)
+    w = agreement(tree(rows.tolist()))
+    perm = torch.randperm(6)
+    torch.testing.assert_close(agreement(tree(rows[perm].tolist())), w[perm])
+    torch.testing.assert_close(agreement(tree((7.5 * rows).tolist())), w)
+
+
+def test_all_zero_updates_fall_back_to_uniform():
+    g = tree([[0.0, 0.0]] * 4)
+    w = agreement(g)
+    assert torch.isfinite(w).all()
+    torch.testing.assert_close(w, uniform(g))
+
+
+def test_one_task_or_identical_tasks_equal_uniform():
+    torch.testing.assert_close(agreement(tree([[0.3, -2.0]])), uniform(tree([[0.3, -2.0]])))
+    same = tree([[0.3, -2.0, 1.0]] * 5)
+    torch.testing.assert_close(agreement(same), uniform(same))
+
+
+def test_uniform_and_lookup():
+    g = tree([[1.0, 2.0]] * 4)
+    torch.testing.assert_close(weights("uniform", g), torch.full((4,), 0.25, dtype=torch.float64))
+    with pytest.raises(ValueError, match="agreement"):
+        weights("nope", g)
