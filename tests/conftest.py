@@ -30,4 +30,5 @@ def cli_env(tmp_path):
     env = dict(os.environ)
     env.pop("HYDRA_FULL_ERROR", None)
     env["CUDA_VISIBLE_DEVICES"] = ""
+    env["METARUN_TEST_CWD"] = str(tmp_path)
     return env

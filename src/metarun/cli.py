@@ -57,7 +57,7 @@ def _discard_if_fresh(out_dir: Path) -> None:
     if not out_dir.is_dir():
         return
     names = {p.name for p in out_dir.iterdir()}
-    if names <= {".hydra", "cli.log", "main.log", "metarun.log"}:
+    if names <= {".hydra", "metarun.log"}:
         shutil.rmtree(out_dir, ignore_errors=True)
 
 

@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     iterations: int = 1000
-    meta_batch: int = 10
+    meta_batch: int = 25
     eval_every: int = 250  # 0 = only the final evaluation
     log_every: int = 1
 
@@ -161,6 +161,11 @@ def check(cfg: DictConfig) -> None:
     for key in ("train.iterations", "train.meta_batch", "eval.tasks", "eval.chunk"):
         _positive(cfg, key, "a count", f"Set `{key}` to a positive whole number.")
     _non_negative(cfg, ("train.eval_every", "eval.val_tasks", "exec.chunk"))
+    if cfg.eval.val_tasks == 1:
+        raise ConfigError(
+            "`eval.val_tasks=1` is too few for a confidence interval. Set `eval.val_tasks=100`, "
+            "or `eval.val_tasks=0` to skip validation during training."
+        )
     if cfg.eval.tasks < 2:
         raise ConfigError(
             f"`eval.tasks={cfg.eval.tasks}` is too few: a 95% confidence interval needs at least 2 "

@@ -90,18 +90,18 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
             row |= {k: v.mean().item() for k, v in grads.metrics.items()}
             row |= {"w_min": w.min().item(), "w_max": w.max().item(), "w_negative": int((w < 0).sum())}
             bar.set_postfix(loss=f"{row['loss_after']:.4f}")
-        if cfg.train.eval_every and cfg.eval.val_tasks > 1 and it % cfg.train.eval_every == 0:
-            row["val_mean"], row["val_ci95"] = validate()
+        if (cfg.train.eval_every and it % cfg.train.eval_every == 0) or it == iterations:
+            if cfg.eval.val_tasks:
+                row["val_mean"], row["val_ci95"] = validate()
             checkpoint.save(out_dir, state(it))
         if len(row) > 2:
             log.write(row | {"seconds": round(time.perf_counter() - start, 3)})
     log.close()
     train_seconds = time.perf_counter() - start
-    checkpoint.save(out_dir, state(iterations))
 
     scores = test(cfg.eval.tasks, cfg.eval.seed).tolist()
     mean, half = ci95(scores)
-    val = validate()[0] if cfg.eval.val_tasks > 1 else mean
+    val = row.get("val_mean", mean)  # the last iteration validates unless val_tasks=0
     write_scores(out_dir, scores)
     record = {
         "data": source.name, "task_kind": source.kind, "ways": cfg.ways, "shots": cfg.shots,

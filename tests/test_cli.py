@@ -1,0 +1,102 @@
+"""End to end, in subprocesses, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["train.iterations=3", "train.meta_batch=2", "train.eval_every=2", "eval.tasks=6",
+        "eval.val_tasks=4", "eval.chunk=4"]
+
+
+def metarun(*args: str, env=None) -> subprocess.CompletedProcess:
+    # From a neutral folder: the configs must be found wherever the user stands.
+    return subprocess.run([sys.executable, "-m", "metarun", *args], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=env and env.get("METARUN_TEST_CWD"))
+
+
+def table(*args: str, env=None) -> subprocess.CompletedProcess:
+    code = "import sys; from metarun.cli import table_main; sys.exit(table_main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_tiny_run_writes_its_files(tmp_path, cli_env):
+    run_dir = tmp_path / "run"
+    out = metarun(*TINY, "algo=reptile", "weighting=agreement", f"hydra.run.dir={run_dir}", env=cli_env)
+    assert out.returncode == 0, out.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    expected = {"data", "ways", "shots", "algo", "weighting", "metric", "mean", "ci95", "n_tasks",
+                "seconds", "device", "torch", "seed"}
+    assert expected <= results.keys()
+    assert (results["algo"], results["weighting"], results["n_tasks"], results["device"]) == (
+        "reptile", "agreement", 6, "cpu")
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
+    assert {"loss_before", "loss_after", "val_mean", "w_min", "w_max", "w_negative", "seconds"} <= rows[0].keys()
+    assert rows[1]["val_mean"] != "" and rows[0]["val_mean"] == ""
+    assert len((run_dir / "scores.csv").read_text().splitlines()) == 1 + 6
+    assert (run_dir / "checkpoint.pt").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "reptile + agreement" in out.stdout
+
+
+def test_multirun_then_table_has_a_row_per_job(tmp_path, cli_env):
+    sweep = tmp_path / "sweep"
+    out = metarun("-m", "algo=maml,reptile", "weighting=uniform,agreement", *TINY,
+                  f"hydra.sweep.dir={sweep}", env=cli_env)
+    assert out.returncode == 0, out.stderr
+    assert len(list(sweep.glob("*/results.json"))) == 4
+    shown = table(str(sweep), env=cli_env)
+    assert shown.returncode == 0, shown.stderr
+    for method in ("maml + uniform", "maml + agreement", "reptile + uniform", "reptile + agreement"):
+        assert method in shown.stdout
+    rows = list(csv.reader(open(sweep / "table.csv")))
+    assert len(rows) == 1 + 4 and rows[0][1] == "sine 10-shot (mse)"
+    assert (sweep / "table.md").is_file() and (sweep / "table.tex").is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("shots=0", "shots=0"), ("inner.steps=-1", "inner.steps=-1"), ("inner.lr=0", "inner.lr=0.0"),
+     ("device=cuda", "device=cuda")],
+)
+def test_bad_values_fail_cleanly_and_leave_nothing(tmp_path, cli_env, override, named):
+    run_dir = tmp_path / "run"
+    out = metarun(*TINY, override, f"hydra.run.dir={run_dir}", env=cli_env)
+    assert out.returncode != 0
+    assert f"`{named}`" in out.stderr and "Traceback" not in out.stderr
+    assert not run_dir.exists()
+
+
+def test_unknown_algorithm_names_the_valid_ones(tmp_path, cli_env):
+    out = metarun("algo=mammal", f"hydra.run.dir={tmp_path / 'run'}", env=cli_env)
+    assert out.returncode != 0
+    assert "algo/mammal" in out.stderr and "reptile" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_input_does_not_touch_an_existing_run(tmp_path, cli_env):
+    run_dir = tmp_path / "run"
+    assert metarun(*TINY, f"hydra.run.dir={run_dir}", env=cli_env).returncode == 0
+    before = (run_dir / "results.json").read_bytes()
+    out = metarun(*TINY, "queries=0", f"hydra.run.dir={run_dir}", env=cli_env)
+    assert out.returncode != 0
+    assert (run_dir / "results.json").read_bytes() == before
+
+
+def test_table_on_a_folder_without_runs(tmp_path, cli_env):
+    out = table(str(tmp_path), env=cli_env)
+    assert out.returncode == 2 and "no results.json" in out.stderr
+
+
+def test_config_inspection_does_not_import_torch(cli_env):
+    code = ("import sys; sys.argv = ['metarun', '--cfg', 'job', 'algo=reptile']\n"
+            "from metarun.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, timeout=60)
+    assert "inner_optimizer: sgd" in out.stdout and out.stdout.strip().endswith("NO-TORCH")

@@ -1,0 +1,92 @@
+"""Every config combination composes and builds; bad settings fail early with a clear message."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
+from omegaconf.errors import ValidationError
+
+from metarun.cli import config_dir
+from metarun.config import ALGORITHMS, WEIGHTINGS, ConfigError, check, register
+
+register()
+
+
+def make(*overrides: str):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(("algo", "weighting"), list(itertools.product(ALGORITHMS, WEIGHTINGS)))
+def test_every_combination_composes_and_builds(algo, weighting):
+    cfg = make(f"algo={algo}", f"weighting={weighting}", "data=sine")
+    check(cfg)
+    assert cfg.algo.name == algo and cfg.weighting.name == weighting
+    built = instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr)
+    assert built.name == algo
+    model = instantiate(cfg.model)
+    optimizer = instantiate(cfg.outer.optimizer)(model.parameters(), lr=cfg.outer.lr)
+    expected = torch.optim.SGD if algo == "reptile" else torch.optim.Adam
+    assert type(optimizer) is expected
+    assert instantiate(cfg.data).name == "sine"
+
+
+def test_reptile_preset_uses_outer_sgd_with_annealing_and_can_be_overridden():
+    cfg = make("algo=reptile")
+    assert cfg.outer.anneal is True and cfg.outer.lr == 1.0
+    cfg = make("algo=reptile", "outer.lr=0.5", "algo.inner_optimizer=adam")
+    assert cfg.outer.lr == 0.5 and cfg.algo.inner_optimizer == "adam"
+
+
+def test_unknown_option_names_the_valid_ones():
+    with pytest.raises(MissingConfigException) as err:
+        make("algo=mamll")
+    assert "algo/mamll" in str(err.value)
+    assert set(ALGORITHMS) <= set(err.value.options)
+
+
+def test_misspelt_key_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException) as err:
+        make("train.iteratons=5")
+    assert "Key 'iteratons' not in 'TrainConfig'" in str(err.value.__cause__)
+    with pytest.raises(ConfigCompositionException) as err:
+        make("algo=reptile", "algo.inner_optimiser=adam")
+    assert "Key 'inner_optimiser' not in 'ReptileAlgo'" in str(err.value.__cause__)
+
+
+def test_wrong_type_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException) as err:
+        make("inner.steps=five")
+    assert isinstance(err.value.__cause__, ValidationError)
+    with pytest.raises(ConfigCompositionException):
+        make("outer.anneal=maybe")
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("shots=0", "shots=0"),
+        ("queries=-1", "queries=-1"),
+        ("inner.steps=-2", "inner.steps=-2"),
+        ("eval.steps=0", "eval.steps=0"),
+        ("inner.lr=0", "inner.lr=0.0"),
+        ("outer.lr=-0.1", "outer.lr=-0.1"),
+        ("train.meta_batch=0", "train.meta_batch=0"),
+        ("eval.tasks=1", "eval.tasks=1"),
+        ("eval.val_tasks=1", "eval.val_tasks=1"),
+        ("exec.mode=threads", "exec.mode=threads"),
+        ("device=tpu", "device=tpu"),
+        ("algo=reptile algo.inner_optimizer=rmsprop", "algo.inner_optimizer=rmsprop"),
+    ],
+)
+def test_meaningless_values_are_rejected_with_the_setting_named(override, named):
+    cfg = make(*override.split())
+    with pytest.raises(ConfigError) as err:
+        check(cfg)
+    message = str(err.value)
+    assert f"`{named}`" in message and "\n" not in message
