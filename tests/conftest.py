@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def tiny():
     """A tiny float64 MLP regression problem: model, loss and one task's support and query sets."""
-    from metarun.functional import loss_of
+    from metarun.functional import Objective
     from metarun.models import MLP
 
     torch.manual_seed(0)
@@ -20,7 +20,7 @@ def tiny():
     g = torch.Generator().manual_seed(1)
     sx, qx = torch.randn(5, 1, generator=g, dtype=torch.float64), torch.randn(7, 1, generator=g, dtype=torch.float64)
     sy, qy = torch.sin(2 * sx) + 0.3, torch.sin(2 * qx) + 0.3
-    loss = loss_of(model, torch.nn.functional.mse_loss)
+    loss = Objective(model, torch.nn.functional.mse_loss)
     return model, loss, (sx, sy, qx, qy)
 
 

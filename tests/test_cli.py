@@ -62,11 +62,12 @@ def test_multirun_then_table_has_a_row_per_job(tmp_path, cli_env):
 @pytest.mark.parametrize(
     ("override", "named"),
     [("shots=0", "shots=0"), ("inner.steps=-1", "inner.steps=-1"), ("inner.lr=0", "inner.lr=0.0"),
-     ("device=cuda", "device=cuda")],
+     ("device=cuda", "device=cuda"),
+     ("algo=cavia weighting=agreement weighting.vectors=updates", "weighting.vectors=updates")],
 )
 def test_bad_values_fail_cleanly_and_leave_nothing(tmp_path, cli_env, override, named):
     run_dir = tmp_path / "run"
-    out = metarun(*TINY, override, f"hydra.run.dir={run_dir}", env=cli_env)
+    out = metarun(*TINY, *override.split(), f"hydra.run.dir={run_dir}", env=cli_env)
     assert out.returncode != 0
     assert f"`{named}`" in out.stderr and "Traceback" not in out.stderr
     assert not run_dir.exists()

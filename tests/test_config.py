@@ -82,6 +82,11 @@ def test_wrong_type_fails_at_compose_time():
         ("exec.mode=threads", "exec.mode=threads"),
         ("device=tpu", "device=tpu"),
         ("algo=reptile algo.inner_optimizer=rmsprop", "algo.inner_optimizer=rmsprop"),
+        ("algo=imaml algo.lam=0", "algo.lam=0.0"),
+        ("algo=imaml algo.cg_steps=0", "algo.cg_steps=0"),
+        ("algo=convex_imaml algo.lam=-1", "algo.lam=-1.0"),
+        ("algo=cavia algo.context_size=0", "algo.context_size=0"),
+        ("weighting=agreement weighting.vectors=grads", "weighting.vectors=grads"),
     ],
 )
 def test_meaningless_values_are_rejected_with_the_setting_named(override, named):
@@ -90,3 +95,28 @@ def test_meaningless_values_are_rejected_with_the_setting_named(override, named)
         check(cfg)
     message = str(err.value)
     assert f"`{named}`" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_agreement_compares_updates_except_where_the_inner_loop_leaves_theta(algo):
+    from metarun.train import agreement_vectors
+
+    cfg = make(f"algo={algo}", "weighting=agreement")
+    built = instantiate(cfg.algo, steps=1, lr=0.1)
+    assert agreement_vectors(cfg, built) == ("meta_grads" if algo == "cavia" else "updates")
+    cfg = make(f"algo={algo}", "weighting=agreement", "weighting.vectors=meta_grads")
+    assert agreement_vectors(cfg, built) == "meta_grads"
+
+
+def test_agreement_on_cavia_updates_is_refused_as_degenerate():
+    from metarun.train import agreement_vectors
+
+    cfg = make("algo=cavia", "weighting=agreement", "weighting.vectors=updates")
+    with pytest.raises(ConfigError, match="weighting.vectors=meta_grads"):
+        agreement_vectors(cfg, instantiate(cfg.algo, steps=1, lr=0.1))
+
+
+def test_cavia_widens_the_model_input_by_its_context():
+    cfg = make("algo=cavia", "algo.context_size=6")
+    assert cfg.model.context == 6 and cfg.inner.lr == 1.0 and cfg.eval.lr == 1.0
+    assert instantiate(cfg.model).body[0].in_features == 7

@@ -6,11 +6,15 @@ import pytest
 import torch
 
 from metarun.algorithms import task_grads
+from metarun.algorithms.cavia import CAVIA
+from metarun.algorithms.convex_imaml import ConvexIMAML
+from metarun.algorithms.convex_maml import ConvexMAML
 from metarun.algorithms.fomaml import FOMAML
+from metarun.algorithms.imaml import IMAML
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.reptile import Reptile
 from metarun.data.sine import SineWaves
-from metarun.functional import detached, loss_of, weighted_sum
+from metarun.functional import Objective, detached, weighted_sum
 from metarun.models import MLP
 
 ALGOS = {
@@ -18,22 +22,33 @@ ALGOS = {
     "fomaml": lambda: FOMAML("fomaml", steps=3, lr=0.05),
     "reptile": lambda: Reptile("reptile", steps=3, lr=0.05),
     "reptile-adam": lambda: Reptile("reptile", steps=3, lr=0.01, inner_optimizer="adam"),
+    "imaml": lambda: IMAML("imaml", steps=3, lr=0.05, lam=2.0, cg_steps=4, cg_damping=0.1),
+    "imaml-adam": lambda: IMAML("imaml", steps=3, lr=0.01, inner_optimizer="adam"),
+    "convex_maml": lambda: ConvexMAML("convex_maml", steps=3, lr=0.05),
+    "convex_imaml": lambda: ConvexIMAML("convex_imaml", steps=2, lr=1.0, lam=0.5),
+    "cavia": lambda: CAVIA("cavia", steps=3, lr=0.5, context_size=3),
 }
 
 
-def problem(dtype):
+# Measured, not chosen: Adam divides by sqrt(v), so on coordinates whose gradient is near
+# zero float32 round-off becomes an O(1) relative change (measured 1.4e-5 absolute, 6e-3
+# relative, on 10 of 96 entries). The float64 test above proves the two modes equal.
+FLOAT32_TOLERANCE = {"imaml-adam": {"rtol": 1e-2, "atol": 5e-5}}
+
+
+def problem(dtype, name="maml"):
     torch.manual_seed(0)
-    model = MLP(1, [16, 16], 1).to(dtype)
+    model = MLP(1, [16, 16], 1, context=3 if name == "cavia" else 0).to(dtype)
     source = SineWaves("sine", [0.1, 5.0], [0.0, 3.14], [-5.0, 5.0])
     episode = source.sample(6, 5, 7, torch.Generator().manual_seed(3))
     episode = type(episode)(*(t.to(dtype) for t in episode))
-    return detached(model), loss_of(model, source.loss), episode
+    return detached(model), Objective(model, source.loss), episode
 
 
 @pytest.mark.parametrize("name", ALGOS)
 @pytest.mark.parametrize("chunk", [0, 4])
 def test_vmap_equals_loop_float64(name, chunk):
-    theta, loss, episode = problem(torch.float64)
+    theta, loss, episode = problem(torch.float64, name)
     algo = ALGOS[name]()
     ref = task_grads(algo, theta, loss, episode, "loop")
     out = task_grads(algo, theta, loss, episode, "vmap", chunk)
@@ -44,12 +59,12 @@ def test_vmap_equals_loop_float64(name, chunk):
 
 @pytest.mark.parametrize("name", ALGOS)
 def test_vmap_equals_loop_float32(name):
-    theta, loss, episode = problem(torch.float32)
+    theta, loss, episode = problem(torch.float32, name)
     algo = ALGOS[name]()
     ref = task_grads(algo, theta, loss, episode, "loop")
     out = task_grads(algo, theta, loss, episode, "vmap")
     for k, v in ref.meta_grads.items():
-        torch.testing.assert_close(out.meta_grads[k], v, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out.meta_grads[k], v, **FLOAT32_TOLERANCE.get(name, {"rtol": 1e-5, "atol": 1e-6}))
 
 
 def test_batched_tasks_match_one_task_at_a_time():
@@ -69,3 +84,13 @@ def test_weighted_sum_is_the_per_task_combination():
     combined = weighted_sum(w, grads.meta_grads)
     for k, v in grads.meta_grads.items():
         torch.testing.assert_close(combined[k], sum(w[i] * v[i] for i in range(len(w))))
+
+
+@pytest.mark.parametrize("name", ALGOS)
+def test_evaluation_predictions_are_the_same_batched_or_not(name):
+    from metarun.evaluate import evaluate
+
+    theta, loss, episode = problem(torch.float64, name)
+    algo = ALGOS[name]()
+    args = (algo, theta, loss, lambda p, y: ((p - y) ** 2).mean(dim=(1, 2)), [episode], 3, 0.05, torch.device("cpu"))
+    torch.testing.assert_close(evaluate(*args, mode="vmap"), evaluate(*args, mode="loop"), rtol=1e-10, atol=1e-12)

@@ -10,17 +10,20 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from metarun.algorithms.cavia import CAVIA
+from metarun.algorithms.convex_maml import ConvexMAML
 from metarun.algorithms.fomaml import FOMAML
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.reptile import Reptile
-from metarun.functional import detached
+from metarun.functional import Objective, detached
+from metarun.models import MLP
 
 LR = 0.3
 
 
 def mlp(p: dict, x: torch.Tensor) -> torch.Tensor:
-    h = torch.relu(x @ p["net.0.weight"].T + p["net.0.bias"])
-    return h @ p["net.2.weight"].T + p["net.2.bias"]
+    h = torch.relu(x @ p["body.0.weight"].T + p["body.0.bias"])
+    return h @ p["head.weight"].T + p["head.bias"]
 
 
 def plain_sgd(p: dict, x, y, steps: int, lr: float, create_graph: bool = False) -> dict:
@@ -44,16 +47,15 @@ def post_adaptation_query_loss(theta: dict, task, steps: int) -> float:
     return F.mse_loss(mlp(phi, qx), qy).item()
 
 
-def central_differences(theta: dict, task, steps: int, eps: float = 1e-6) -> dict:
+def central_differences(value_at, theta: dict, eps: float = 1e-6) -> dict:
+    """d value_at / d theta, coordinate by coordinate."""
     out = {}
     for k, v in theta.items():
         g = torch.zeros_like(v)
         for i in range(v.numel()):
             bump = torch.zeros_like(v)
             bump.view(-1)[i] = eps
-            plus = post_adaptation_query_loss({**theta, k: v + bump}, task, steps)
-            minus = post_adaptation_query_loss({**theta, k: v - bump}, task, steps)
-            g.view(-1)[i] = (plus - minus) / (2 * eps)
+            g.view(-1)[i] = (value_at({**theta, k: v + bump}) - value_at({**theta, k: v - bump})) / (2 * eps)
         out[k] = g
     return out
 
@@ -68,7 +70,7 @@ def test_maml_meta_gradient_matches_finite_differences(tiny):
     model, loss, task = tiny
     theta = detached(model)
     meta_grad, _, _ = MAML("maml", steps=2, lr=LR).task(theta, loss, *task)
-    reference = central_differences(theta, task, steps=2)
+    reference = central_differences(lambda t: post_adaptation_query_loss(t, task, steps=2), theta)
     assert relative_error(meta_grad, reference) < 1e-6
     # The check can tell a missing second-order term: the first-order answer is far off.
     first_order, _, _ = FOMAML("fomaml", steps=2, lr=LR).task(theta, loss, *task)
@@ -112,3 +114,52 @@ def test_reptile_adam_matches_hand_unrolled_adam(tiny):
         p = {k: leaf(p[k] - lr * grads[k] / ((v[k] / (1 - b2**t)).sqrt() + eps)) for k in p}
     for k in theta:
         torch.testing.assert_close(meta_grad[k], theta[k] - p[k].detach(), rtol=1e-10, atol=1e-12)
+
+
+def head_only_query_loss(theta: dict, task, steps: int) -> float:
+    """Reference for Convex MAML: SGD on the head alone, the body's features fixed per evaluation."""
+    sx, sy, qx, qy = task
+    head = {k: leaf(theta[k]) for k in ("head.weight", "head.bias")}
+    for _ in range(steps):
+        grads = torch.autograd.grad(F.mse_loss(mlp({**theta, **head}, sx), sy), list(head.values()))
+        head = {k: (v - LR * g).detach().requires_grad_() for (k, v), g in zip(head.items(), grads, strict=True)}
+    return F.mse_loss(mlp({**theta, **head}, qx), qy).item()
+
+
+def test_convex_maml_meta_gradient_matches_finite_differences(tiny):
+    model, loss, task = tiny
+    theta = detached(model)
+    meta_grad, update, _ = ConvexMAML("convex_maml", steps=3, lr=LR).task(theta, loss, *task)
+    reference = central_differences(lambda t: head_only_query_loss(t, task, steps=3), theta)
+    assert relative_error(meta_grad, reference) < 1e-6
+    assert all(meta_grad[k].abs().max() > 0 for k in theta)  # the body is meta-learned too
+    assert all(update[k].abs().max() == 0 for k in theta if k.startswith("body."))
+    assert update["head.weight"].abs().max() > 0
+
+
+def context_mlp(p: dict, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return mlp(p, torch.cat([x, c.expand(len(x), -1)], dim=1))
+
+
+def cavia_query_loss(theta: dict, task, steps: int, lr: float, size: int) -> float:
+    sx, sy, qx, qy = task
+    c = torch.zeros(1, size, dtype=sx.dtype, requires_grad=True)
+    for _ in range(steps):
+        (g,) = torch.autograd.grad(F.mse_loss(context_mlp(theta, sx, c), sy), [c])
+        c = (c - lr * g).detach().requires_grad_()
+    return F.mse_loss(context_mlp(theta, qx, c), qy).item()
+
+
+def test_cavia_meta_gradient_matches_finite_differences(tiny):
+    _, _, task = tiny
+    torch.manual_seed(0)
+    model = MLP(1, [6], 1, context=2).double()
+    loss = Objective(model, F.mse_loss)
+    theta = detached(model)
+    meta_grad, update, _ = CAVIA("cavia", steps=2, lr=0.5, context_size=2).task(theta, loss, *task)
+    reference = central_differences(lambda t: cavia_query_loss(t, task, 2, 0.5, 2), theta)
+    assert relative_error(meta_grad, reference) < 1e-6
+    assert all(update[k].abs().max() == 0 for k in theta)
+    # Without the context steps the gradient is clearly different: the inner loop matters.
+    no_adaptation = central_differences(lambda t: cavia_query_loss(t, task, 0, 0.5, 2), theta)
+    assert relative_error(no_adaptation, reference) > 1e-2

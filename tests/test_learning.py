@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from metarun.cli import config_dir
 from metarun.config import register
 from metarun.evaluate import evaluate
-from metarun.functional import detached, forward, loss_of
+from metarun.functional import Objective, detached
 from metarun.tasks import fixed_stream
 from metarun.train import run
 
@@ -29,7 +29,7 @@ def test_meta_training_beats_the_untrained_model(tmp_path, algo, iterations):
     model, source = instantiate(cfg.model), instantiate(cfg.data)
     algorithm = instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr)
     stream = fixed_stream(source, cfg.eval.tasks, cfg.eval.chunk, cfg.shots, cfg.queries, cfg.eval.seed)
-    untrained = evaluate(algorithm, detached(model), loss_of(model, source.loss), forward(model), source.score,
+    untrained = evaluate(algorithm, detached(model), Objective(model, source.loss), source.score,
                          stream, cfg.eval.steps, cfg.eval.lr, torch.device("cpu")).mean().item()
 
     record, _ = run(cfg, tmp_path)

@@ -92,6 +92,7 @@ class MLPModel:
     in_features: int = 1
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     out_features: int = 1
+    context: int = 0  # input width added for CAVIA's context vector (algo=cavia sets it)
 
 
 @dataclass
@@ -115,8 +116,43 @@ class ReptileAlgo:
 
 
 @dataclass
+class IMAMLAlgo:
+    _target_: str = "metarun.algorithms.imaml.IMAML"
+    name: str = "imaml"
+    lam: float = 1.0  # proximal strength lambda
+    cg_steps: int = 5
+    cg_damping: float = 0.0
+    inner_optimizer: str = "sgd"  # sgd | adam
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class ConvexMAMLAlgo:
+    _target_: str = "metarun.algorithms.convex_maml.ConvexMAML"
+    name: str = "convex_maml"
+
+
+@dataclass
+class ConvexIMAMLAlgo:
+    _target_: str = "metarun.algorithms.convex_imaml.ConvexIMAML"
+    name: str = "convex_imaml"
+    lam: float = 1.0  # proximal strength lambda; inner.steps / eval.steps count Newton iterations
+
+
+@dataclass
+class CAVIAAlgo:
+    _target_: str = "metarun.algorithms.cavia.CAVIA"
+    name: str = "cavia"
+    context_size: int = 4
+
+
+@dataclass
 class WeightingConfig:
     name: str = "uniform"
+    # Which per-task vectors the agreement compares: `updates` (theta - phi_i, the paper's
+    # choice), `meta_grads`, or `auto` (updates, except meta_grads for CAVIA, whose inner
+    # loop leaves theta where it is).
+    vectors: str = "auto"
 
 
 def register() -> None:
@@ -129,11 +165,16 @@ def register() -> None:
     cs.store(group="schemas/algo", name="maml", node=MAMLAlgo)
     cs.store(group="schemas/algo", name="fomaml", node=FOMAMLAlgo)
     cs.store(group="schemas/algo", name="reptile", node=ReptileAlgo)
+    cs.store(group="schemas/algo", name="imaml", node=IMAMLAlgo)
+    cs.store(group="schemas/algo", name="convex_maml", node=ConvexMAMLAlgo)
+    cs.store(group="schemas/algo", name="convex_imaml", node=ConvexIMAMLAlgo)
+    cs.store(group="schemas/algo", name="cavia", node=CAVIAAlgo)
     cs.store(group="schemas/weighting", name="weighting", node=WeightingConfig)
 
 
-ALGORITHMS = ("maml", "fomaml", "reptile")
+ALGORITHMS = ("maml", "fomaml", "reptile", "imaml", "convex_maml", "convex_imaml", "cavia")
 WEIGHTINGS = ("uniform", "agreement")
+AGREEMENT_VECTORS = ("auto", "updates", "meta_grads")
 EXEC_MODES = ("loop", "vmap")
 INNER_OPTIMIZERS = ("sgd", "adam")
 
@@ -178,6 +219,11 @@ def check(cfg: DictConfig) -> None:
             f"`weighting.name={cfg.weighting.name}` is unknown. Valid values: {', '.join(WEIGHTINGS)} "
             "(choose with `weighting=agreement`)."
         )
+    if cfg.weighting.vectors not in AGREEMENT_VECTORS:
+        raise ConfigError(
+            f"`weighting.vectors={cfg.weighting.vectors}` is unknown. Valid values: {', '.join(AGREEMENT_VECTORS)}."
+        )
+    _check_algo(cfg)
     optimizer = cfg.algo.get("inner_optimizer")
     if optimizer is not None and optimizer not in INNER_OPTIMIZERS:
         raise ConfigError(
@@ -186,6 +232,25 @@ def check(cfg: DictConfig) -> None:
     device = str(cfg.device)
     if device != "auto" and device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"`device={device}` is unknown. Valid values: auto, cpu, cuda, cuda:N.")
+
+
+def _check_algo(cfg: DictConfig) -> None:
+    algo = cfg.algo
+    if "lam" in algo and algo.lam <= 0:
+        raise ConfigError(
+            f"`algo.lam={algo.lam}` is invalid: the proximal strength must be > 0. Set e.g. `algo.lam=1.0`."
+        )
+    if "cg_steps" in algo and algo.cg_steps < 1:
+        raise ConfigError(
+            f"`algo.cg_steps={algo.cg_steps}` is invalid: CG needs at least 1 step. Set e.g. `algo.cg_steps=5`."
+        )
+    if "cg_damping" in algo and algo.cg_damping < 0:
+        raise ConfigError(f"`algo.cg_damping={algo.cg_damping}` is invalid: it must be 0 or more.")
+    if "context_size" in algo and algo.context_size < 1:
+        raise ConfigError(
+            f"`algo.context_size={algo.context_size}` is invalid: CAVIA needs a context of at least 1. "
+            "Set e.g. `algo.context_size=4`."
+        )
 
 
 def _non_negative(cfg: DictConfig, keys: tuple[str, ...]) -> None:

@@ -9,18 +9,16 @@ from torch import Tensor
 from torch.func import vmap
 
 from metarun.algorithms import Algorithm
-from metarun.functional import Loss, Params
+from metarun.functional import Objective, Params
 from metarun.tasks import Episode
 
-Apply = Callable[[Params, Tensor], Tensor]
 Score = Callable[[Tensor, Tensor], Tensor]
 
 
 def evaluate(
     algo: Algorithm,
     theta: Params,
-    loss: Loss,
-    apply: Apply,
+    objective: Objective,
     score: Score,
     episodes: Iterable[Episode],
     steps: int,
@@ -31,8 +29,7 @@ def evaluate(
     """Per-task scores (on the CPU, float64) over every task of `episodes`."""
 
     def adapted_predictions(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
-        phi = algo.adapt(theta, loss, sx, sy, steps, lr)
-        return apply(phi, qx)
+        return algo.predict(theta, objective, sx, sy, qx, steps, lr)
 
     scores = []
     for episode in episodes:

@@ -9,7 +9,41 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 Params = dict[str, Tensor]
-Loss = Callable[[Params, Tensor, Tensor], Tensor]
+Criterion = Callable[[Tensor, Tensor], Tensor]
+
+
+class Objective:
+    """A model and its criterion as pure functions of a parameter dict.
+
+    Models name their parts `body` (features) and `head` (the final linear layer), so the
+    convex methods can adapt the head alone on features computed once.
+    """
+
+    def __init__(self, model: nn.Module, criterion: Criterion) -> None:
+        self.model = model
+        self.criterion = criterion
+        self.head_names = tuple(k for k, _ in model.named_parameters() if k.startswith("head."))
+
+    def predict(self, params: Params, x: Tensor, **kwargs: Tensor) -> Tensor:
+        return functional_call(self.model, params, (x,), kwargs)
+
+    def __call__(self, params: Params, x: Tensor, y: Tensor, **kwargs: Tensor) -> Tensor:
+        return self.criterion(self.predict(params, x, **kwargs), y)
+
+    def features(self, params: Params, x: Tensor) -> Tensor:
+        return functional_call(self.model.body, _strip(params, "body."), (x,))
+
+    def head_loss(self, head: Params, features: Tensor, y: Tensor) -> Tensor:
+        return self.criterion(functional_call(self.model.head, _strip(head, "head."), (features,)), y)
+
+    def split(self, params: Params) -> tuple[Params, Params]:
+        """(body, head): every parameter but the head's, and the head's."""
+        head = {k: params[k] for k in self.head_names}
+        return {k: v for k, v in params.items() if k not in head}, head
+
+
+def _strip(params: Params, prefix: str) -> Params:
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def detached(model: nn.Module) -> Params:
@@ -17,30 +51,37 @@ def detached(model: nn.Module) -> Params:
     return {k: v.detach() for k, v in model.named_parameters()}
 
 
-def forward(model: nn.Module) -> Callable[[Params, Tensor], Tensor]:
-    def apply(params: Params, x: Tensor) -> Tensor:
-        return functional_call(model, params, (x,))
-
-    return apply
-
-
-def loss_of(model: nn.Module, criterion: Callable[[Tensor, Tensor], Tensor]) -> Loss:
-    """`loss(params, x, y)`: the criterion of the model's predictions with these parameters."""
-    apply = forward(model)
-
-    def loss(params: Params, x: Tensor, y: Tensor) -> Tensor:
-        return criterion(apply(params, x), y)
-
-    return loss
-
-
 def subtract(a: Params, b: Params) -> Params:
     return {k: a[k] - b[k] for k in a}
 
 
-def step(params: Params, direction: Params, lr: float) -> Params:
+def step(params: Params, direction: Params, lr: float | Tensor) -> Params:
     """params - lr * direction."""
     return {k: params[k] - lr * direction[k] for k in params}
+
+
+def dot(a: Params, b: Params) -> Tensor:
+    return sum((a[k] * b[k]).sum() for k in a)
+
+
+def zeros_like(tree: Params) -> Params:
+    return {k: torch.zeros_like(v) for k, v in tree.items()}
+
+
+def ravel(tree: Params) -> tuple[Tensor, Callable[[Tensor], Params]]:
+    """One flat vector, and the function that cuts such a vector back into the tree's shapes."""
+    shapes = {k: v.shape for k, v in tree.items()}
+    flat = torch.cat([v.reshape(-1) for v in tree.values()])
+
+    def unravel(vector: Tensor) -> Params:
+        out, start = {}, 0
+        for k, shape in shapes.items():
+            n = shape.numel()
+            out[k] = vector[start:start + n].reshape(shape)
+            start += n
+        return out
+
+    return flat, unravel
 
 
 def flatten(tree: Params) -> Tensor:

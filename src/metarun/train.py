@@ -12,17 +12,17 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from metarun import __version__, checkpoint
-from metarun.algorithms import task_grads
+from metarun.algorithms import Algorithm, task_grads
 from metarun.config import ConfigError
 from metarun.evaluate import evaluate
-from metarun.functional import detached, forward, loss_of, weighted_sum
+from metarun.functional import Objective, detached, weighted_sum
 from metarun.results import METRICS, MetricsLog, ci95, write_results, write_scores
 from metarun.tasks import fixed_stream
 from metarun.weighting import weights
 
 COLUMNS = (
     "iteration", "loss_before", "loss_after", "val_mean", "val_ci95",
-    "w_min", "w_max", "w_negative", "lr", "seconds",
+    "w_min", "w_max", "w_negative", "lr", "seconds", "inner_residual",
 )
 
 
@@ -38,6 +38,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def agreement_vectors(cfg: DictConfig, algo: Algorithm) -> str:
+    """Which TaskGrads field the weighting compares: `updates` or `meta_grads`."""
+    vectors = cfg.weighting.vectors
+    if vectors == "auto":
+        return "updates" if algo.moves_parameters else "meta_grads"
+    if vectors == "updates" and cfg.weighting.name == "agreement" and not algo.moves_parameters:
+        raise ConfigError(
+            f"`weighting.vectors=updates` is degenerate for algo={algo.name}: its inner loop does not move the "
+            "network's parameters, so every update theta - phi_i is zero and agreement cannot tell tasks apart. "
+            "Use `weighting.vectors=meta_grads` (or `auto`)."
+        )
+    return vectors
+
+
 def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     """Train and test as `cfg` says; returns the results record and the final validation metric."""
     device = resolve_device(cfg.device)
@@ -45,7 +59,8 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     source = instantiate(cfg.data)
     model = instantiate(cfg.model).to(device)
     algo = instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr)
-    loss, apply = loss_of(model, source.loss), forward(model)
+    vectors = agreement_vectors(cfg, algo)
+    objective = Objective(model, source.loss)
     params = dict(model.named_parameters())
     optimizer = instantiate(cfg.outer.optimizer)(params.values(), lr=cfg.outer.lr)
     iterations = cfg.train.iterations
@@ -58,7 +73,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
 
     def test(n_tasks: int, seed: int) -> torch.Tensor:
         stream = fixed_stream(source, n_tasks, cfg.eval.chunk, cfg.shots, cfg.queries, seed)
-        return evaluate(algo, detached(model), loss, apply, source.score, stream,
+        return evaluate(algo, detached(model), objective, source.score, stream,
                         cfg.eval.steps, cfg.eval.lr, device, cfg.exec.mode)
 
     def validate() -> tuple[float, float]:
@@ -77,8 +92,8 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     bar = tqdm(range(1, iterations + 1), desc=f"{algo.name}+{cfg.weighting.name}", disable=None)
     for it in bar:
         episode = source.sample(cfg.train.meta_batch, cfg.shots, cfg.queries, generator).to(device)
-        grads = task_grads(algo, detached(model), loss, episode, cfg.exec.mode, cfg.exec.chunk)
-        w = weights(cfg.weighting.name, grads.updates)
+        grads = task_grads(algo, detached(model), objective, episode, cfg.exec.mode, cfg.exec.chunk)
+        w = weights(cfg.weighting.name, getattr(grads, vectors))
         for name, g in weighted_sum(w, grads.meta_grads).items():
             params[name].grad = g
         lr = optimizer.param_groups[0]["lr"]
@@ -111,7 +126,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
         "val_mean": val, "seed": cfg.seed, "iterations": iterations,
         "meta_batch": cfg.train.meta_batch, "inner_steps": cfg.inner.steps, "inner_lr": cfg.inner.lr,
         "eval_steps": cfg.eval.steps, "eval_lr": cfg.eval.lr, "eval_seed": cfg.eval.seed,
-        "exec_mode": cfg.exec.mode, "seconds": round(time.perf_counter() - start, 2),
+        "weighting_vectors": vectors, "exec_mode": cfg.exec.mode, "seconds": round(time.perf_counter() - start, 2),
         "train_seconds": round(train_seconds, 2), "device": str(device),
         "torch": torch.__version__, "metarun": __version__,
     }

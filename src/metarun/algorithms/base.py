@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.func import vmap
 
 from metarun import inner
-from metarun.functional import Loss, Params
+from metarun.functional import Objective, Params
 from metarun.tasks import Episode
 
 
@@ -27,21 +27,31 @@ TaskOutput = tuple[Params, Params, dict[str, Tensor]]
 class Algorithm:
     """Holds the inner-loop settings; subclasses define `task` for one task."""
 
+    # False where the inner loop adapts something other than theta (CAVIA's context), so
+    # the displacements theta - phi_i are all zero and cannot weigh tasks.
+    moves_parameters = True
+
     def __init__(self, name: str, steps: int, lr: float) -> None:
         self.name = name
         self.steps = steps
         self.lr = lr
 
-    def adapt(self, theta: Params, loss: Loss, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
+    def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
         """Test-time adaptation: the inner loop from theta on (x, y), with no outer graph."""
         return inner.sgd(theta, lambda p: loss(p, x, y), steps, lr)
 
-    def task(self, theta: Params, loss: Loss, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+    def predict(
+        self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, steps: int, lr: float
+    ) -> Tensor:
+        """Predictions on the query inputs after test-time adaptation on the support set."""
+        return loss.predict(self.adapt(theta, loss, sx, sy, steps, lr), qx)
+
+    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         raise NotImplementedError
 
 
 def task_grads(
-    algo: Algorithm, theta: Params, loss: Loss, episode: Episode, mode: str = "loop", chunk: int = 0
+    algo: Algorithm, theta: Params, loss: Objective, episode: Episode, mode: str = "loop", chunk: int = 0
 ) -> TaskGrads:
     """Run `algo.task` on every task of the episode, in a Python loop or vectorised."""
 

@@ -7,11 +7,11 @@ from torch.func import grad_and_value
 
 from metarun import inner
 from metarun.algorithms.base import Algorithm, TaskOutput
-from metarun.functional import Loss, Params, subtract
+from metarun.functional import Objective, Params, subtract
 
 
 class FOMAML(Algorithm):
-    def task(self, theta: Params, loss: Loss, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         phi = inner.sgd(theta, lambda p: loss(p, sx, sy), self.steps, self.lr)
         meta_grad, after = grad_and_value(lambda p: loss(p, qx, qy))(phi)
         metrics = {"loss_before": loss(theta, qx, qy), "loss_after": after}

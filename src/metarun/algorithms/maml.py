@@ -7,11 +7,11 @@ from torch.func import grad
 
 from metarun import inner
 from metarun.algorithms.base import Algorithm, TaskOutput
-from metarun.functional import Loss, Params, subtract
+from metarun.functional import Objective, Params, subtract
 
 
 class MAML(Algorithm):
-    def task(self, theta: Params, loss: Loss, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         def query_after_adaptation(p: Params) -> tuple[Tensor, tuple[Tensor, Params]]:
             # The inner grads are taken inside the outer `grad`, so their dependence on
             # theta is differentiated too: second order, no approximation.

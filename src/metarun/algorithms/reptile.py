@@ -12,7 +12,7 @@ from torch import Tensor
 
 from metarun import inner
 from metarun.algorithms.base import Algorithm, TaskOutput
-from metarun.functional import Loss, Params, subtract
+from metarun.functional import Objective, Params, subtract
 
 
 class Reptile(Algorithm):
@@ -30,13 +30,13 @@ class Reptile(Algorithm):
         self.inner_optimizer = inner_optimizer
         self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
 
-    def adapt(self, theta: Params, loss: Loss, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
+    def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
         objective = lambda p: loss(p, x, y)  # noqa: E731
         if self.inner_optimizer == "adam":
             return inner.adam(theta, objective, steps, lr, self.adam_betas)
         return inner.sgd(theta, objective, steps, lr)
 
-    def task(self, theta: Params, loss: Loss, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         phi = self.adapt(theta, loss, sx, sy, self.steps, self.lr)
         displacement = subtract(theta, phi)
         metrics = {"loss_before": loss(theta, qx, qy), "loss_after": loss(phi, qx, qy)}

@@ -1,0 +1,49 @@
+"""CAVIA (Zintgraf et al. 2019): adapt only a per-task context vector; meta-learn the network.
+
+The context starts at zero for every task and takes K SGD steps on the support loss; the
+network's parameters do not move in the inner loop. The meta-gradient differentiates the
+query loss through those context steps into the network (second order, as in the paper).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.func import grad
+
+from metarun import inner
+from metarun.algorithms.base import Algorithm, TaskOutput
+from metarun.functional import Objective, Params, zeros_like
+
+
+class CAVIA(Algorithm):
+    moves_parameters = False
+
+    def __init__(self, name: str, steps: int, lr: float, context_size: int = 4) -> None:
+        super().__init__(name, steps, lr)
+        if context_size < 1:
+            raise ValueError(f"CAVIA needs context_size >= 1, got {context_size}")
+        self.context_size = context_size
+
+    def context(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Tensor:
+        like = next(iter(theta.values()))
+        start = {"context": torch.zeros(self.context_size, dtype=like.dtype, device=like.device)}
+        return inner.sgd(start, lambda c: loss(theta, x, y, context=c["context"]), steps, lr)["context"]
+
+    def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
+        raise NotImplementedError("CAVIA adapts a context vector, not the parameters; use predict()")
+
+    def predict(
+        self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, steps: int, lr: float
+    ) -> Tensor:
+        return loss.predict(theta, qx, context=self.context(theta, loss, sx, sy, steps, lr))
+
+    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+        def query_after_adaptation(p: Params) -> tuple[Tensor, Tensor]:
+            after = loss(p, qx, qy, context=self.context(p, loss, sx, sy, self.steps, self.lr))
+            return after, after
+
+        meta_grad, after = grad(query_after_adaptation, has_aux=True)(theta)
+        zero = torch.zeros(self.context_size, dtype=after.dtype, device=after.device)
+        metrics = {"loss_before": loss(theta, qx, qy, context=zero), "loss_after": after}
+        return meta_grad, zeros_like(theta), metrics
