@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from metarun.cli import config_dir
 from metarun.config import register
 from metarun.evaluate import evaluate
-from metarun.functional import Objective, detached
+from metarun.functional import detached
 from metarun.tasks import fixed_stream
-from metarun.train import run
+from metarun.train import build, run
 
 register()
 
@@ -25,11 +24,9 @@ def test_meta_training_beats_the_untrained_model(tmp_path, algo, iterations):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
 
-    torch.manual_seed(cfg.seed)  # the same initialisation the run starts from
-    model, source = instantiate(cfg.model), instantiate(cfg.data)
-    algorithm = instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr)
+    _, source, model, algorithm, objective = build(cfg)  # the same initialisation the run starts from
     stream = fixed_stream(source, cfg.eval.tasks, cfg.eval.chunk, cfg.shots, cfg.queries, cfg.eval.seed)
-    untrained = evaluate(algorithm, detached(model), Objective(model, source.loss), source.score,
+    untrained = evaluate(algorithm, detached(model), objective, source.score,
                          stream, cfg.eval.steps, cfg.eval.lr, torch.device("cpu")).mean().item()
 
     record, _ = run(cfg, tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from hydra.utils import instantiate
@@ -52,15 +53,29 @@ def agreement_vectors(cfg: DictConfig, algo: Algorithm) -> str:
     return vectors
 
 
-def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
-    """Train and test as `cfg` says; returns the results record and the final validation metric."""
+class Parts(NamedTuple):
+    """What a run is built from: the same for training, the tests and the benchmark."""
+
+    device: torch.device
+    source: Any
+    model: torch.nn.Module
+    algo: Algorithm
+    objective: Objective
+
+
+def build(cfg: DictConfig) -> Parts:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # model initialisation
     source = instantiate(cfg.data)
     model = instantiate(cfg.model).to(device)
     algo = instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr)
+    return Parts(device, source, model, algo, Objective(model, source.loss))
+
+
+def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
+    """Train and test as `cfg` says; returns the results record and the final validation metric."""
+    device, source, model, algo, objective = build(cfg)
     vectors = agreement_vectors(cfg, algo)
-    objective = Objective(model, source.loss)
     params = dict(model.named_parameters())
     optimizer = instantiate(cfg.outer.optimizer)(params.values(), lr=cfg.outer.lr)
     iterations = cfg.train.iterations
