@@ -101,3 +101,13 @@ def test_config_inspection_does_not_import_torch(cli_env):
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, timeout=60)
     assert "inner_optimizer: sgd" in out.stdout and out.stdout.strip().endswith("NO-TORCH")
+
+
+def test_divergence_stops_with_the_iteration_and_writes_no_results(tmp_path, cli_env):
+    run_dir = tmp_path / "run"
+    out = metarun("train.iterations=50", "train.meta_batch=2", "train.eval_every=0", "eval.tasks=4",
+                  "eval.val_tasks=0", "inner.lr=100", f"hydra.run.dir={run_dir}", env=cli_env)
+    assert out.returncode == 1
+    assert "training diverged at iteration" in out.stderr and "inner.lr" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (run_dir / "results.json").exists() and not (run_dir / "scores.csv").exists()

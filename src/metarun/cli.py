@@ -37,12 +37,15 @@ def main(cfg: DictConfig) -> float:
         from hydra.errors import InstantiationException
 
         from metarun.results import build_table, load_runs
-        from metarun.train import run
+        from metarun.train import Diverged, run
 
         try:
             record, val = run(cfg, out_dir)
         except InstantiationException as e:
             raise ConfigError(f"a configured object could not be built: {e}") from None
+        except Diverged as e:
+            print(f"metarun: error: {e}", file=sys.stderr)
+            sys.exit(1)
     except ConfigError as e:
         _discard_if_fresh(out_dir)
         print(f"metarun: error: {e}", file=sys.stderr)

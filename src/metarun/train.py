@@ -27,6 +27,20 @@ COLUMNS = (
 )
 
 
+class Diverged(RuntimeError):
+    """The meta-gradient stopped being finite; the message says where and what to change."""
+
+    def __init__(self, iteration: int, losses: torch.Tensor, w: torch.Tensor, out_dir: Path) -> None:
+        worst = losses.abs().max().item()
+        super().__init__(
+            f"training diverged at iteration {iteration}: the combined meta-gradient is not finite "
+            f"(largest post-adaptation query loss in the batch: {worst:.3g}; largest task weight: "
+            f"{w.abs().max().item():.3g}). Usually an inner loop blew up on one task: lower `inner.lr` "
+            f"or `outer.lr`. No results were written; metrics.csv and the last checkpoint in {out_dir} "
+            "hold the run up to its last validation."
+        )
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -109,7 +123,11 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
         episode = source.sample(cfg.train.meta_batch, cfg.shots, cfg.queries, generator).to(device)
         grads = task_grads(algo, detached(model), objective, episode, cfg.exec.mode, cfg.exec.chunk)
         w = weights(cfg.weighting.name, getattr(grads, vectors))
-        for name, g in weighted_sum(w, grads.meta_grads).items():
+        combined = weighted_sum(w, grads.meta_grads)
+        if not all(torch.isfinite(g).all() for g in combined.values()):
+            # Stop before the step: the parameters and the last checkpoint stay finite.
+            raise Diverged(it, grads.metrics["loss_after"], w, out_dir)
+        for name, g in combined.items():
             params[name].grad = g
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
