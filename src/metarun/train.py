@@ -36,8 +36,8 @@ class Diverged(RuntimeError):
             f"training diverged at iteration {iteration}: the combined meta-gradient is not finite "
             f"(largest post-adaptation query loss in the batch: {worst:.3g}; largest task weight: "
             f"{w.abs().max().item():.3g}). Usually an inner loop blew up on one task: lower `inner.lr` "
-            f"or `outer.lr`. No results were written; metrics.csv and the last checkpoint in {out_dir} "
-            "hold the run up to its last validation."
+            f"or `outer.lr`. No results were written; {out_dir} keeps metrics.csv up to this iteration and "
+            "checkpoint.pt from the last validation, if one ran."
         )
 
 
