@@ -48,7 +48,7 @@ def test_table_rows_per_method_columns_per_setting(tmp_path):
     paths = write_table(table, tmp_path)
     assert [p.name for p in paths] == ["table.csv", "table.md", "table.tex"]
     assert "maml + agreement" in paths[1].read_text()
-    assert "\\begin{tabular}" in paths[2].read_text()
+    assert "\\begin{tabular}" in paths[2].read_text() and "0.4 $\\pm$ 0.01" in paths[2].read_text()
 
 
 def test_several_seeds_are_not_averaged_silently(tmp_path):

@@ -112,5 +112,5 @@ def write_table(table: pd.DataFrame, dest: Path) -> list[Path]:
     csv_path, md_path, tex_path = (dest / name for name in TABLE_FILES)
     atomic_write(csv_path, table.to_csv())
     atomic_write(md_path, table.to_markdown() + "\n")
-    atomic_write(tex_path, table.to_latex(escape=True))
+    atomic_write(tex_path, table.to_latex(escape=True).replace("±", r"$\pm$"))
     return [csv_path, md_path, tex_path]
