@@ -111,5 +111,5 @@ def test_structured_head_hessian_equals_the_generic_one():
         m = torch.randn(outputs, 5, generator=g, dtype=torch.float64)
         objective = type("Criterion", (), {"criterion": staticmethod(criterion)})()
         structured = ConvexIMAML("convex_imaml", 1, 1.0).hessian(objective, m, a, y)
-        generic = hessian(lambda t: criterion(a @ t.T, y))(m).reshape(m.numel(), m.numel())
+        generic = hessian(lambda t, c=criterion, y=y: c(a @ t.T, y))(m).reshape(m.numel(), m.numel())
         torch.testing.assert_close(structured, generic, rtol=1e-10, atol=1e-12)
