@@ -7,7 +7,7 @@
 #   scripts/sine_comparison.sh train.iterations=30000
 set -euo pipefail
 out=${METARUN_OUT:-outputs/sine-comparison}
-metarun -m algo=reptile weighting=uniform,agreement inner.lr=0.02 train.iterations=10000 \
+metarun -m algo=reptile weighting=uniform,agreement train.iterations=10000 \
   train.eval_every=1000 hydra.sweep.dir="$out/reptile" "$@"
 metarun -m algo=maml weighting=uniform,agreement train.iterations=5000 \
   train.eval_every=1000 hydra.sweep.dir="$out/maml" "$@"
