@@ -26,10 +26,12 @@ def mlp(p: dict, x: torch.Tensor) -> torch.Tensor:
     return h @ p["head.weight"].T + p["head.bias"]
 
 
-def plain_sgd(p: dict, x, y, steps: int, lr: float, create_graph: bool = False) -> dict:
+def plain_sgd(p: dict, x, y, steps: int, lr: float, only: tuple[str, ...] = ()) -> dict:
+    """SGD with torch.autograd on every parameter, or on the `only` ones with the rest held fixed."""
+    names = list(only or p)
     for _ in range(steps):
-        grads = torch.autograd.grad(F.mse_loss(mlp(p, x), y), list(p.values()), create_graph=create_graph)
-        p = {k: v - lr * g for (k, v), g in zip(p.items(), grads, strict=True)}
+        grads = torch.autograd.grad(F.mse_loss(mlp(p, x), y), [p[k] for k in names])
+        p = {**p, **{k: p[k] - lr * g for k, g in zip(names, grads, strict=True)}}
     return p
 
 
@@ -119,11 +121,8 @@ def test_reptile_adam_matches_hand_unrolled_adam(tiny):
 def head_only_query_loss(theta: dict, task, steps: int) -> float:
     """Reference for Convex MAML: SGD on the head alone, the body's features fixed per evaluation."""
     sx, sy, qx, qy = task
-    head = {k: leaf(theta[k]) for k in ("head.weight", "head.bias")}
-    for _ in range(steps):
-        grads = torch.autograd.grad(F.mse_loss(mlp({**theta, **head}, sx), sy), list(head.values()))
-        head = {k: (v - LR * g).detach().requires_grad_() for (k, v), g in zip(head.items(), grads, strict=True)}
-    return F.mse_loss(mlp({**theta, **head}, qx), qy).item()
+    phi = plain_sgd(leaves(theta), sx, sy, steps, LR, only=("head.weight", "head.bias"))
+    return F.mse_loss(mlp(phi, qx), qy).item()
 
 
 def test_convex_maml_meta_gradient_matches_finite_differences(tiny):
