@@ -235,22 +235,16 @@ def check(cfg: DictConfig) -> None:
 
 
 def _check_algo(cfg: DictConfig) -> None:
+    """The algorithm-specific values, for whichever of them the chosen algorithm has."""
     algo = cfg.algo
-    if "lam" in algo and algo.lam <= 0:
-        raise ConfigError(
-            f"`algo.lam={algo.lam}` is invalid: the proximal strength must be > 0. Set e.g. `algo.lam=1.0`."
-        )
-    if "cg_steps" in algo and algo.cg_steps < 1:
-        raise ConfigError(
-            f"`algo.cg_steps={algo.cg_steps}` is invalid: CG needs at least 1 step. Set e.g. `algo.cg_steps=5`."
-        )
-    if "cg_damping" in algo and algo.cg_damping < 0:
-        raise ConfigError(f"`algo.cg_damping={algo.cg_damping}` is invalid: it must be 0 or more.")
-    if "context_size" in algo and algo.context_size < 1:
-        raise ConfigError(
-            f"`algo.context_size={algo.context_size}` is invalid: CAVIA needs a context of at least 1. "
-            "Set e.g. `algo.context_size=4`."
-        )
+    if "lam" in algo:
+        _positive(cfg, "algo.lam", "the proximal strength lambda", "Set e.g. `algo.lam=1.0`.")
+    if "cg_steps" in algo:
+        _positive(cfg, "algo.cg_steps", "the number of CG iterations", "Set e.g. `algo.cg_steps=5`.")
+    if "context_size" in algo:
+        _positive(cfg, "algo.context_size", "CAVIA's context size", "Set e.g. `algo.context_size=4`.")
+    if "cg_damping" in algo:
+        _non_negative(cfg, ("algo.cg_damping",))
 
 
 def _non_negative(cfg: DictConfig, keys: tuple[str, ...]) -> None:

@@ -7,7 +7,7 @@ evaluation).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -45,3 +45,16 @@ def adam(
         }
         params = step(params, direction, lr)
     return params
+
+
+Minimizer = Callable[[Params, Objective, int, float], Params]
+
+
+def optimizer(name: str, adam_betas: Sequence[float] = (0.9, 0.999)) -> Minimizer:
+    """The inner optimiser by name: `sgd`, or `adam` with these betas (fresh state per task)."""
+    if name == "sgd":
+        return sgd
+    if name == "adam":
+        betas = (float(adam_betas[0]), float(adam_betas[1]))
+        return lambda params, objective, steps, lr: adam(params, objective, steps, lr, betas)
+    raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {name!r}")

@@ -70,7 +70,8 @@ class ConvexIMAML(Algorithm):
 
     def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         body, head = loss.split(theta)
-        phi = _matrix(self.solve_head(head, loss, loss.features(theta, sx), sy, self.steps))
+        support = loss.features(body, sx)  # computed once for the solve and the Hessian
+        phi = _matrix(self.solve_head(head, loss, support, sy, self.steps))
 
         def support_loss(m: Tensor, b: Params) -> Tensor:
             return loss.criterion(_augment(loss.features(b, sx)) @ m.T, sy)
@@ -79,7 +80,7 @@ class ConvexIMAML(Algorithm):
             return loss.criterion(_augment(loss.features(b, qx)) @ m.T, qy)
 
         (query_head, query_body), after = grad_and_value(query_loss, argnums=(0, 1))(phi, body)
-        h = self.hessian(loss, phi, _augment(loss.features(body, sx)), sy)
+        h = self.hessian(loss, phi, _augment(support), sy)
         eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
         v = torch.linalg.solve(h + self.lam * eye, query_head.reshape(-1)).reshape(phi.shape)
         # Mixed term: v^T d/d body of grad_Theta L_support, as one vector-Jacobian product.

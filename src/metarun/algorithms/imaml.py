@@ -35,20 +35,15 @@ class IMAML(Algorithm):
         if lam <= 0 or cg_steps < 1 or cg_damping < 0:
             raise ValueError(f"iMAML needs lam > 0, cg_steps >= 1, cg_damping >= 0; got {lam}, {cg_steps}, "
                              f"{cg_damping}")
-        if inner_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
         self.lam, self.cg_steps, self.cg_damping = lam, cg_steps, cg_damping
-        self.inner_optimizer = inner_optimizer
-        self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
+        self.minimize = inner.optimizer(inner_optimizer, adam_betas)
 
     def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
         def proximal(p: Params) -> Tensor:
             d = subtract(p, theta)
             return loss(p, x, y) + 0.5 * self.lam * dot(d, d)
 
-        if self.inner_optimizer == "adam":
-            return inner.adam(theta, proximal, steps, lr, self.adam_betas)
-        return inner.sgd(theta, proximal, steps, lr)
+        return self.minimize(theta, proximal, steps, lr)
 
     def meta_gradient(self, phi: Params, loss: Objective, sx: Tensor, sy: Tensor, query_grad: Params) -> Params:
         """Solve ((1 + damping) I + H / lambda) v = grad L_query(phi) by CG."""

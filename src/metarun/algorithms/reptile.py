@@ -25,16 +25,10 @@ class Reptile(Algorithm):
         adam_betas: Sequence[float] = (0.0, 0.999),
     ) -> None:
         super().__init__(name, steps, lr)
-        if inner_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
-        self.inner_optimizer = inner_optimizer
-        self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
+        self.minimize = inner.optimizer(inner_optimizer, adam_betas)
 
     def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
-        objective = lambda p: loss(p, x, y)  # noqa: E731
-        if self.inner_optimizer == "adam":
-            return inner.adam(theta, objective, steps, lr, self.adam_betas)
-        return inner.sgd(theta, objective, steps, lr)
+        return self.minimize(theta, lambda p: loss(p, x, y), steps, lr)
 
     def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         phi = self.adapt(theta, loss, sx, sy, self.steps, self.lr)
