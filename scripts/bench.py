@@ -52,7 +52,8 @@ def child(variant: str, meta_batch: int, repeats: int, warmup: int, overrides: l
     generator = torch.Generator().manual_seed(0)
 
     def iteration() -> None:
-        episode = source.sample(meta_batch, cfg.shots, cfg.queries, generator).to(device)
+        episode = source.sample("train", meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
+                                generator).to(device)
         grads = task_grads(algorithm, detached(model), objective, episode, cfg.exec.mode, cfg.exec.chunk)
         combined = weighted_sum(weights(cfg.weighting.name, getattr(grads, vectors)), grads.meta_grads)
         if device.type == "cuda":

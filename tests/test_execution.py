@@ -40,7 +40,7 @@ def problem(dtype, name="maml"):
     torch.manual_seed(0)
     model = MLP(1, [16, 16], 1, context=3 if name == "cavia" else 0).to(dtype)
     source = SineWaves("sine", [0.1, 5.0], [0.0, 3.14], [-5.0, 5.0])
-    episode = source.sample(6, 5, 7, torch.Generator().manual_seed(3))
+    episode = source.sample("train", 6, 1, 5, 7, torch.Generator().manual_seed(3))
     episode = type(episode)(*(t.to(dtype) for t in episode))
     return detached(model), Objective(model, source.loss), episode
 

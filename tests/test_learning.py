@@ -25,9 +25,10 @@ def test_meta_training_beats_the_untrained_model(tmp_path, algo, iterations):
         cfg = compose("config", overrides=overrides)
 
     _, source, model, algorithm, objective = build(cfg)  # the same initialisation the run starts from
-    stream = fixed_stream(source, cfg.eval.tasks, cfg.eval.chunk, cfg.shots, cfg.queries, cfg.eval.seed)
+    stream = fixed_stream(source, "test", cfg.eval.tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries,
+                          cfg.eval.seed)
     untrained = evaluate(algorithm, detached(model), objective, source.score,
-                         stream, cfg.eval.steps, cfg.eval.lr, torch.device("cpu")).mean().item()
+                         stream, cfg.eval.steps, cfg.eval.lr, torch.device("cpu"))[0].mean().item()
 
     record, _ = run(cfg, tmp_path)
     assert record["n_tasks"] == 200

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING, DictConfig
+from omegaconf import II, MISSING, DictConfig
 
 
 class ConfigError(ValueError):
@@ -24,6 +24,10 @@ class TrainConfig:
     meta_batch: int = 25
     eval_every: int = 250  # 0 = only the final evaluation
     log_every: int = 1
+    # Support and query examples (per class) of training tasks; the top-level `shots` and
+    # `queries` are the test setting. Reptile trains with more shots than it tests.
+    shots: int = II("shots")
+    queries: int = II("queries")
 
 
 @dataclass
@@ -40,6 +44,9 @@ class EvalConfig:
     seed: int = 1234  # the fixed evaluation stream, shared by every run so methods see the same tasks
     val_tasks: int = 100  # tasks of the periodic validation during training (another fixed stream)
     chunk: int = 100  # tasks adapted together at evaluation time
+    # BatchNorm at test time: true = statistics of the query batch (MAML's and Reptile's
+    # default); false = each query example normalised with the support set's statistics only.
+    transductive: bool = True
 
 
 @dataclass
@@ -84,6 +91,46 @@ class SineData:
     amplitude: list[float] = field(default_factory=lambda: [0.1, 5.0])
     phase: list[float] = field(default_factory=lambda: [0.0, 6.283185307179586])
     x_range: list[float] = field(default_factory=lambda: [-5.0, 5.0])
+
+
+DATA_ROOT = "${oc.env:METARUN_DATA,'~/.cache/metarun/data'}"
+CACHE_DIR = "${oc.env:METARUN_CACHE,'~/.cache/metarun/preprocessed'}"
+
+
+@dataclass
+class OmniglotData:
+    _target_: str = "metarun.data.omniglot.Omniglot"
+    name: str = "omniglot"
+    root: str = DATA_ROOT + "/omniglot"  # images_background(.zip) and images_evaluation(.zip)
+    cache_dir: str = CACHE_DIR
+    image_size: int = 28
+    channels: int = 1
+    rotate_test: bool = True  # meta-test (and validation) characters also rotated into 4 classes
+    train_split: str = "trainval"  # trainval (1,200 characters) | train (1,028; validation held out)
+    split_dir: str | None = None  # a folder with trainval/train/val/test.txt; empty = the packaged split
+
+
+@dataclass
+class MiniImageNetData:
+    _target_: str = "metarun.data.miniimagenet.MiniImageNet"
+    name: str = "miniimagenet"
+    root: str = DATA_ROOT + "/miniimagenet"  # images/<filename>.jpg or mini-imagenet-cache-<split>.pkl
+    cache_dir: str = CACHE_DIR
+    image_size: int = 84
+    channels: int = 3
+    split_dir: str | None = None  # a folder with train/val/test.csv; empty = the packaged Ravi & Larochelle split
+
+
+@dataclass
+class Conv4Model:
+    _target_: str = "metarun.models.Conv4"
+    in_channels: int = II("data.channels")
+    image_size: int = II("data.image_size")
+    out_features: int = II("ways")
+    filters: int = 64
+    downsample: str = "stride"  # stride (stride-2 convs) | maxpool (2x2 max-pooling)
+    features: str = "mean"  # mean (average the final map) | flatten
+    context: int = 0  # CAVIA's context size (algo=cavia sets it); FiLM after the third block
 
 
 @dataclass
@@ -161,7 +208,10 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="metarun_schema", node=MetarunConfig)
     cs.store(group="schemas/data", name="sine", node=SineData)
+    cs.store(group="schemas/data", name="omniglot", node=OmniglotData)
+    cs.store(group="schemas/data", name="miniimagenet", node=MiniImageNetData)
     cs.store(group="schemas/model", name="mlp", node=MLPModel)
+    cs.store(group="schemas/model", name="conv4", node=Conv4Model)
     cs.store(group="schemas/algo", name="maml", node=MAMLAlgo)
     cs.store(group="schemas/algo", name="fomaml", node=FOMAMLAlgo)
     cs.store(group="schemas/algo", name="reptile", node=ReptileAlgo)
@@ -194,6 +244,10 @@ def check(cfg: DictConfig) -> None:
     _positive(cfg, "queries", "the number of query examples per class (per task for regression)",
               "Set e.g. `queries=15`.")
     _positive(cfg, "ways", "the number of classes per task", "Set e.g. `ways=5` (sine ignores it).")
+    _positive(cfg, "train.shots", "the number of support examples of training tasks",
+              "Leave it out to train with `shots`, or set e.g. `train.shots=10`.")
+    _positive(cfg, "train.queries", "the number of query examples of training tasks",
+              "Leave it out to train with `queries`, or set e.g. `train.queries=15`.")
     for key in ("inner.steps", "eval.steps"):
         _positive(cfg, key, "the number of adaptation steps",
                   f"Set e.g. `{key}=5`; every algorithm adapts with at least one gradient step.")
@@ -224,6 +278,7 @@ def check(cfg: DictConfig) -> None:
             f"`weighting.vectors={cfg.weighting.vectors}` is unknown. Valid values: {', '.join(AGREEMENT_VECTORS)}."
         )
     _check_algo(cfg)
+    _check_model(cfg)
     optimizer = cfg.algo.get("inner_optimizer")
     if optimizer is not None and optimizer not in INNER_OPTIMIZERS:
         raise ConfigError(
@@ -245,6 +300,26 @@ def _check_algo(cfg: DictConfig) -> None:
         _positive(cfg, "algo.context_size", "CAVIA's context size", "Set e.g. `algo.context_size=4`.")
     if "cg_damping" in algo:
         _non_negative(cfg, ("algo.cg_damping",))
+
+
+def _check_model(cfg: DictConfig) -> None:
+    from omegaconf import OmegaConf
+
+    images = "channels" in cfg.data
+    if images and "in_channels" not in cfg.model:
+        raise ConfigError(
+            f"the chosen model (`{cfg.model._target_}`) takes vectors, but data={cfg.data.name} has images. "
+            "Choose an image model: `model=conv4` (Omniglot), `model=conv4_pool32` or `model=conv4_pool64`."
+        )
+    if not images and "in_channels" in cfg.model:
+        raise ConfigError(
+            f"the chosen model (`{cfg.model._target_}`) takes images, but data={cfg.data.name} does not. "
+            "Use `model=mlp` for sine, or an image dataset (`data=omniglot`, `data=miniimagenet`)."
+        )
+    for key, valid in (("model.downsample", ("stride", "maxpool")), ("model.features", ("mean", "flatten"))):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value not in valid:
+            raise ConfigError(f"`{key}={value}` is unknown. Valid values: {', '.join(valid)}.")
 
 
 def _non_negative(cfg: DictConfig, keys: tuple[str, ...]) -> None:

@@ -25,18 +25,24 @@ def evaluate(
     lr: float,
     device: torch.device,
     mode: str = "vmap",
-) -> Tensor:
-    """Per-task scores (on the CPU, float64) over every task of `episodes`."""
+) -> tuple[Tensor, Tensor]:
+    """Per-task scores after and before adaptation (on the CPU, float64) over every task of `episodes`.
 
-    def adapted_predictions(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
-        return algo.predict(theta, objective, sx, sy, qx, steps, lr)
+    "Before" is the query score of theta itself (zero adaptation steps), for diagnosis.
+    """
 
-    scores = []
+    def predictions(sx: Tensor, sy: Tensor, qx: Tensor) -> tuple[Tensor, Tensor]:
+        return (algo.predict(theta, objective, sx, sy, qx, steps, lr),
+                algo.predict(theta, objective, sx, sy, qx, 0, lr))
+
+    after, before = [], []
     for episode in episodes:
         sx, sy, qx, qy = episode.to(device)
         if mode == "vmap":
-            predictions = vmap(adapted_predictions)(sx, sy, qx)
+            adapted, unadapted = vmap(predictions)(sx, sy, qx)
         else:
-            predictions = torch.stack([adapted_predictions(sx[i], sy[i], qx[i]) for i in range(len(sx))])
-        scores.append(score(predictions, qy).detach().to("cpu", torch.float64))
-    return torch.cat(scores)
+            adapted, unadapted = (torch.stack(p) for p in zip(*(predictions(sx[i], sy[i], qx[i])
+                                                                 for i in range(len(sx))), strict=True))
+        after.append(score(adapted, qy).detach().to("cpu", torch.float64))
+        before.append(score(unadapted, qy).detach().to("cpu", torch.float64))
+    return torch.cat(after), torch.cat(before)

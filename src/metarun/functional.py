@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metarun.models import TaskBatchNorm
+
 Params = dict[str, Tensor]
 Criterion = Callable[[Tensor, Tensor], Tensor]
 
@@ -19,13 +21,24 @@ class Objective:
     convex methods can adapt the head alone on features computed once.
     """
 
-    def __init__(self, model: nn.Module, criterion: Criterion) -> None:
+    def __init__(self, model: nn.Module, criterion: Criterion, transductive: bool = True) -> None:
         self.model = model
         self.criterion = criterion
         self.head_names = tuple(k for k, _ in model.named_parameters() if k.startswith("head."))
+        # Only BatchNorm makes one example's output depend on the rest of its batch.
+        norms = (nn.modules.batchnorm._NormBase, TaskBatchNorm)
+        self.transductive = transductive or not any(isinstance(m, norms) for m in model.modules())
 
     def predict(self, params: Params, x: Tensor, **kwargs: Tensor) -> Tensor:
         return functional_call(self.model, params, (x,), kwargs)
+
+    def predict_query(self, params: Params, sx: Tensor, qx: Tensor, **kwargs: Tensor) -> Tensor:
+        """Query predictions at test time: BatchNorm uses the query batch's statistics
+        (transductive), or the support set's alone, each query example on its own."""
+        if self.transductive:
+            return self.predict(params, qx, **kwargs)
+        n = sx.shape[0]
+        return self.predict(params, torch.cat([sx, qx]), stats_from=n, **kwargs)[n:]
 
     def __call__(self, params: Params, x: Tensor, y: Tensor, **kwargs: Tensor) -> Tensor:
         return self.criterion(self.predict(params, x, **kwargs), y)

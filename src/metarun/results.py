@@ -32,8 +32,10 @@ def ci95(scores: Sequence[float]) -> tuple[float, float]:
     return mean, 1.96 * math.sqrt(var / n)
 
 
-def write_scores(out_dir: Path, scores: Sequence[float]) -> Path:
-    lines = ["task,score"] + [f"{i},{s!r}" for i, s in enumerate(scores)]
+def write_scores(out_dir: Path, scores: Sequence[float], before: Sequence[float]) -> Path:
+    """One row per test task: its query score after adaptation, and before (theta itself)."""
+    lines = ["task,score,score_before"] + [f"{i},{a!r},{b!r}" for i, (a, b) in enumerate(zip(scores, before,
+                                                                                            strict=True))]
     path = Path(out_dir) / SCORES
     atomic_write(path, "\n".join(lines) + "\n")
     return path
@@ -81,9 +83,22 @@ def load_runs(dirs: Iterable[Path]) -> pd.DataFrame:
 
 
 def setting_label(run: pd.Series) -> str:
+    """The column a run belongs to; settings that change the numbers but are not the default are named."""
     if run.get("task_kind") == "regression":
         return f"{run['data']} {run['shots']}-shot ({run['metric']})"
-    return f"{run['data']} {run['ways']}-way {run['shots']}-shot ({run['metric']})"
+    notes = []
+    if run.get("bn_mode") == "support-statistics":
+        notes.append("non-transductive")
+    if run.get("rotate_test") is False:
+        notes.append("unrotated test")
+    unit = "accuracy %" if run["metric"] == "accuracy" else run["metric"]
+    return f"{run['data']} {run['ways']}-way {run['shots']}-shot ({', '.join([unit, *notes])})"
+
+
+def cell(run: pd.Series) -> str:
+    if run["metric"] == "accuracy":  # papers print percentages
+        return f"{100 * run['mean']:.2f} ± {100 * run['ci95']:.2f}"
+    return f"{run['mean']:.4g} ± {run['ci95']:.2g}"
 
 
 def method_label(run: pd.Series) -> str:
@@ -101,7 +116,7 @@ def build_table(runs: pd.DataFrame) -> pd.DataFrame:
     runs["setting"] = runs.apply(setting_label, axis=1)
     several_seeds = runs.groupby(["method", "setting"])["seed"].transform("nunique") > 1
     runs.loc[several_seeds, "method"] += " (seed " + runs.loc[several_seeds, "seed"].astype(str) + ")"
-    runs["cell"] = runs.apply(lambda r: f"{r['mean']:.4g} ± {r['ci95']:.2g}", axis=1)
+    runs["cell"] = runs.apply(cell, axis=1)
     table = runs.pivot_table(index="method", columns="setting", values="cell", aggfunc="first")
     table.columns.name = None
     return table.fillna("—")

@@ -25,16 +25,58 @@ class Episode(NamedTuple):
 
 
 class TaskSource(Protocol):
-    def sample(self, tasks: int, shots: int, queries: int, generator: torch.Generator) -> Episode: ...
+    """`split` is train, val or test; regression ignores it and `ways` (tasks are drawn afresh)."""
+
+    def sample(
+        self, split: str, tasks: int, ways: int, shots: int, queries: int, generator: torch.Generator
+    ) -> Episode: ...
 
 
 def fixed_stream(
-    source: TaskSource, n_tasks: int, chunk: int, shots: int, queries: int, seed: int
+    source: TaskSource, split: str, n_tasks: int, chunk: int, ways: int, shots: int, queries: int, seed: int
 ) -> Iterator[Episode]:
     """The same n_tasks for every caller with this seed, in chunks: every method sees the same tasks."""
     generator = torch.Generator().manual_seed(seed)
     done = 0
     while done < n_tasks:
         size = min(chunk, n_tasks - done)
-        yield source.sample(size, shots, queries, generator)
+        yield source.sample(split, size, ways, shots, queries, generator)
         done += size
+
+
+class ClassEpisodes:
+    """N-way K-shot Q-query episodes over `images` [classes, per_class, C, H, W] (uint8, on the device).
+
+    Indices are drawn on the CPU from the caller's generator (so a seed gives the same
+    tasks on every device); the images are gathered on the device in one indexing op.
+    Each task's classes come in random order, so labels 0..N-1 are permuted per task.
+    """
+
+    def __init__(self, images: Tensor) -> None:
+        if images.dim() != 5 or images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 [classes, per_class, C, H, W], got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        self.images = images
+
+    @property
+    def classes(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def per_class(self) -> int:
+        return self.images.shape[1]
+
+    def sample(self, tasks: int, ways: int, shots: int, queries: int, generator: torch.Generator) -> Episode:
+        if ways > self.classes or shots + queries > self.per_class:
+            raise ValueError(f"cannot draw {ways}-way {shots}+{queries} episodes from {tuple(self.images.shape[:2])}")
+        classes = torch.rand(tasks, self.classes, generator=generator).argsort(dim=1)[:, :ways]
+        picks = torch.rand(tasks, ways, self.per_class, generator=generator).argsort(dim=2)[..., :shots + queries]
+        device = self.images.device
+        x = self.images[classes.to(device)[..., None], picks.to(device)].float().div_(255)  # [T, N, K+Q, C, H, W]
+        labels = torch.arange(ways, device=device).view(1, ways, 1)
+
+        def part(start: int, size: int) -> tuple[Tensor, Tensor]:
+            xs = x[:, :, start:start + size].reshape(tasks, ways * size, *x.shape[3:])
+            return xs, labels.expand(tasks, ways, size).reshape(tasks, ways * size)
+
+        return Episode(*part(0, shots), *part(shots, queries))

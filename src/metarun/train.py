@@ -81,9 +81,24 @@ def build(cfg: DictConfig) -> Parts:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # model initialisation
     source = instantiate(cfg.data)
+    # Loads (or generates) the data on the device, after checking the episodes can be drawn.
+    source.setup(device, cfg.ways, (cfg.train.shots, cfg.train.queries), (cfg.shots, cfg.queries))
     model = instantiate(cfg.model).to(device)
     algo = instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr)
-    return Parts(device, source, model, algo, Objective(model, source.loss))
+    return Parts(device, source, model, algo, Objective(model, source.loss, cfg.eval.transductive))
+
+
+def bn_mode(objective: Objective) -> str:
+    norms = [m for m in objective.model.modules() if "BatchNorm" in type(m).__name__]
+    if not norms:
+        return "none"
+    return "transductive" if objective.transductive else "support-statistics"
+
+
+def model_settings(cfg: DictConfig) -> str:
+    """The model's own settings, e.g. `filters=64 downsample=stride features=mean` (no interpolated sizes)."""
+    inherited = {"_target_", "in_channels", "image_size", "out_features", "in_features"}
+    return " ".join(f"{k}={v}" for k, v in cfg.model.items() if k not in inherited)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
@@ -100,14 +115,14 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     # The task stream has its own generator so that model init and sampling are independent.
     generator = torch.Generator().manual_seed(cfg.seed)
 
-    def test(n_tasks: int, seed: int) -> torch.Tensor:
-        stream = fixed_stream(source, n_tasks, cfg.eval.chunk, cfg.shots, cfg.queries, seed)
+    def test(split: str, n_tasks: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        stream = fixed_stream(source, split, n_tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries, seed)
         return evaluate(algo, detached(model), objective, source.score, stream,
                         cfg.eval.steps, cfg.eval.lr, device, cfg.exec.mode)
 
     def validate() -> tuple[float, float]:
-        # Validation tasks come from their own fixed stream, never the test stream.
-        return ci95(test(cfg.eval.val_tasks, cfg.eval.seed + 1).tolist())
+        # Validation tasks come from the validation split's own fixed stream, never the test stream.
+        return ci95(test("val", cfg.eval.val_tasks, cfg.eval.seed + 1)[0].tolist())
 
     def state(iteration: int) -> dict:
         # Everything needed to rebuild or continue the run, config included.
@@ -120,7 +135,8 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     start = time.perf_counter()
     bar = tqdm(range(1, iterations + 1), desc=f"{algo.name}+{cfg.weighting.name}", disable=None)
     for it in bar:
-        episode = source.sample(cfg.train.meta_batch, cfg.shots, cfg.queries, generator).to(device)
+        episode = source.sample("train", cfg.train.meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
+                                generator).to(device)
         grads = task_grads(algo, detached(model), objective, episode, cfg.exec.mode, cfg.exec.chunk)
         w = weights(cfg.weighting.name, getattr(grads, vectors))
         combined = weighted_sum(w, grads.meta_grads)
@@ -147,15 +163,19 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     log.close()
     train_seconds = time.perf_counter() - start
 
-    scores = test(cfg.eval.tasks, cfg.eval.seed).tolist()
-    mean, half = ci95(scores)
+    after, before = (t.tolist() for t in test("test", cfg.eval.tasks, cfg.eval.seed))
+    mean, half = ci95(after)
     val = row.get("val_mean", mean)  # the last iteration validates unless val_tasks=0
-    write_scores(out_dir, scores)
+    write_scores(out_dir, after, before)
     record = {
         "data": source.name, "task_kind": source.kind, "ways": cfg.ways, "shots": cfg.shots,
-        "queries": cfg.queries, "algo": algo.name, "weighting": cfg.weighting.name,
+        "queries": cfg.queries, "train_shots": cfg.train.shots, "train_queries": cfg.train.queries,
+        "algo": algo.name, "weighting": cfg.weighting.name,
         "metric": source.metric, "higher_is_better": source.higher_is_better,
-        "mean": mean, "ci95": half, "n_tasks": len(scores), "scores_file": "scores.csv",
+        "mean": mean, "ci95": half, "n_tasks": len(after), "scores_file": "scores.csv",
+        "mean_before": ci95(before)[0], "ci95_before": ci95(before)[1],
+        "model": cfg.model._target_.rsplit(".", 1)[-1], "model_settings": model_settings(cfg),
+        "bn_mode": bn_mode(objective), **source.record(),
         "val_mean": val, "seed": cfg.seed, "iterations": iterations,
         "meta_batch": cfg.train.meta_batch, "inner_steps": cfg.inner.steps, "inner_lr": cfg.inner.lr,
         "eval_steps": cfg.eval.steps, "eval_lr": cfg.eval.lr, "eval_seed": cfg.eval.seed,

@@ -44,7 +44,7 @@ class Algorithm:
         self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, steps: int, lr: float
     ) -> Tensor:
         """Predictions on the query inputs after test-time adaptation on the support set."""
-        return loss.predict(self.adapt(theta, loss, sx, sy, steps, lr), qx)
+        return loss.predict_query(self.adapt(theta, loss, sx, sy, steps, lr), sx, qx)
 
     def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         raise NotImplementedError

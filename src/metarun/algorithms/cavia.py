@@ -36,7 +36,7 @@ class CAVIA(Algorithm):
     def predict(
         self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, steps: int, lr: float
     ) -> Tensor:
-        return loss.predict(theta, qx, context=self.context(theta, loss, sx, sy, steps, lr))
+        return loss.predict_query(theta, sx, qx, context=self.context(theta, loss, sx, sy, steps, lr))
 
     def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         def query_after_adaptation(p: Params) -> tuple[Tensor, Tensor]:

@@ -26,7 +26,12 @@ class SineWaves:
         self.phase = tuple(phase)
         self.x_range = tuple(x_range)
 
-    def sample(self, tasks: int, shots: int, queries: int, generator: torch.Generator) -> Episode:
+    def setup(self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int]) -> None:
+        """Nothing to load: tasks are generated on the fly."""
+
+    def sample(
+        self, split: str, tasks: int, ways: int, shots: int, queries: int, generator: torch.Generator
+    ) -> Episode:
         a = _uniform((tasks, 1, 1), self.amplitude, generator)
         b = _uniform((tasks, 1, 1), self.phase, generator)
         x = _uniform((tasks, shots + queries, 1), self.x_range, generator)

@@ -1,0 +1,211 @@
+"""Omniglot (Lake et al. 2015) as the few-shot papers use it.
+
+Reads the official release: `images_background` and `images_evaluation`, each as the
+`.zip` archive or its extracted folder, directly under `data.root` or under
+`data.root/omniglot-py/` (torchvision's layout). Content is verified (50 alphabets, 1,623
+characters, 20 drawings each), not only checksums, so the official archives and repacked
+copies both pass.
+
+Images are resized once to `image_size` with Lanczos antialiasing, as MAML's and Reptile's
+preprocessing do, and stored as uint8 with the strokes bright: 255 = ink, 0 = background
+(the PNGs are black ink on white; the papers' loaders feed 1 - x). Split: Vinyals et al.'s
+1,200 meta-train characters (1,028 train + 172 val) and 423 meta-test characters; the
+meta-train characters rotated by 90, 180 and 270 degrees are new classes (4,800), and the
+meta-test (and validation) characters are rotated too when `rotate_test` is set.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from metarun.data import cache
+from metarun.data.cache import DataError, expand
+from metarun.data.classification import ImageClasses, check_request
+from metarun.data.splits import split_file
+
+log = logging.getLogger(__name__)
+
+SOURCES = {"images_background": (30, 964), "images_evaluation": (20, 659)}  # alphabets, characters
+DRAWINGS = 20
+POLARITY = "ink=255,background=0"
+HOW_TO_GET = (
+    "Get images_background.zip and images_evaluation.zip from https://github.com/brendenlake/omniglot "
+    "(folder python/) into that folder, or point `data.root` (or METARUN_DATA, the folder holding omniglot/) "
+    "at a copy that has them."
+)
+
+Listing = dict[str, list[str]]  # "Alphabet/characterNN" -> its PNG members, sorted
+
+
+def locate(root: Path) -> dict[str, Path]:
+    """Each source's archive or folder: root/NAME.zip, root/NAME/, or the same under root/omniglot-py/."""
+    if not root.is_dir():
+        raise DataError(f"`data.root={root}` does not exist. {HOW_TO_GET}")
+    found = {}
+    for name in SOURCES:
+        candidates = [base / leaf for base in (root, root / "omniglot-py") for leaf in (f"{name}.zip", name)]
+        hits = [c for c in candidates if c.exists()]
+        if hits:
+            found[name] = hits[0]
+    missing = [name for name in SOURCES if name not in found]
+    if missing:
+        raise DataError(
+            f"`data.root={root}` has no {' or '.join(missing)} (expected NAME.zip or an extracted NAME/ folder, "
+            f"directly there or under omniglot-py/). {HOW_TO_GET}"
+        )
+    return found
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(
+            f"{path} is not a readable zip archive ({e}); it is probably truncated or corrupt. "
+            f"Delete it and download it again. {HOW_TO_GET}"
+        ) from None
+
+
+def listing(name: str, source: Path) -> Listing:
+    """The characters of one source and their drawings, from the archive's index or the folder."""
+    if source.is_file():
+        with _open_zip(source) as z:
+            members = z.namelist()
+    else:
+        members = [p.relative_to(source.parent).as_posix() for p in source.rglob("*.png")]
+    characters = defaultdict(list)
+    for member in members:
+        parts = member.split("/")
+        if len(parts) == 4 and parts[0] == name and parts[3].endswith(".png"):
+            characters[f"{parts[1]}/{parts[2]}"].append(member)
+    return {k: sorted(v) for k, v in sorted(characters.items())}
+
+
+def verify(name: str, source: Path, characters: Listing) -> None:
+    alphabets = {k.split("/")[0] for k in characters}
+    want_alphabets, want_characters = SOURCES[name]
+    if len(alphabets) != want_alphabets or len(characters) != want_characters:
+        raise DataError(
+            f"{source} holds {len(alphabets)} alphabets and {len(characters)} characters; the official {name} has "
+            f"{want_alphabets} and {want_characters}. The copy is incomplete or not Omniglot: replace it. {HOW_TO_GET}"
+        )
+    short = {k: len(v) for k, v in characters.items() if len(v) != DRAWINGS}
+    if short:
+        key, count = next(iter(short.items()))
+        raise DataError(
+            f"{source}: {len(short)} characters do not have {DRAWINGS} drawings (e.g. {key} has {count}). "
+            f"The copy is incomplete: replace it. {HOW_TO_GET}"
+        )
+
+
+def decode(data: bytes, size: int, where: str) -> np.ndarray:
+    """One drawing as uint8 [size, size], ink bright."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            small = image.convert("L").resize((size, size), Image.Resampling.LANCZOS)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{where} is not a readable PNG ({e}). The dataset copy is corrupt: replace it. "
+                        f"{HOW_TO_GET}") from None
+    return 255 - np.asarray(small, dtype=np.uint8)
+
+
+def _reader(source: Path):
+    if source.is_file():
+        archive = _open_zip(source)
+
+        def read(member: str) -> bytes:
+            try:
+                return archive.read(member)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+                raise DataError(f"{source}: cannot read {member} ({e}); the archive is corrupt. "
+                                f"Delete it and download it again. {HOW_TO_GET}") from None
+
+        return read
+    return lambda member: (source.parent / member).read_bytes()
+
+
+def build(sources: dict[str, Path], listings: dict[str, Listing], size: int) -> Tensor:
+    """All characters in sorted-name order: uint8 [1623, 20, 1, size, size]."""
+    order = sorted((key, name) for name, characters in listings.items() for key in characters)
+    out = np.empty((len(order), DRAWINGS, size, size), dtype=np.uint8)
+    readers = {name: _reader(path) for name, path in sources.items()}
+    for i, (key, name) in enumerate(tqdm(order, desc="omniglot: preprocessing", unit="char", disable=None)):
+        for j, member in enumerate(listings[name][key]):
+            out[i, j] = decode(readers[name](member), size, f"{sources[name]}: {member}")
+    return torch.from_numpy(out)[:, :, None]
+
+
+def rotations(images: Tensor) -> Tensor:
+    """[C, ...] -> [4C, ...]: each class, then each rotated by 90, 180, 270 degrees, as new classes."""
+    return torch.cat([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)])
+
+
+class Omniglot(ImageClasses):
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        cache_dir: str,
+        image_size: int = 28,
+        rotate_test: bool = True,
+        train_split: str = "trainval",
+        split_dir: str | None = None,
+        channels: int = 1,
+    ) -> None:
+        super().__init__(name)
+        if train_split not in ("trainval", "train"):
+            raise DataError(f"`data.train_split={train_split}` is unknown. Use `trainval` (1,200 characters, "
+                            "the papers' choice) or `train` (1,028, holding out the 172 validation characters).")
+        self.root, self.cache_dir, self.image_size = root, cache_dir, image_size
+        self.rotate_test, self.train_split, self.split_dir = rotate_test, train_split, split_dir
+
+    def setup(self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int]) -> None:
+        root = expand(self.root)
+        sources = locate(root)
+        listings = {name: listing(name, path) for name, path in sources.items()}
+        for name, characters in listings.items():
+            verify(name, sources[name], characters)
+        known = sorted(k for characters in listings.values() for k in characters)
+        names = {
+            split: split_file("omniglot", f"{stem}.txt", self.split_dir).characters(known)
+            for split, stem in (("train", self.train_split), ("val", "val"), ("test", "test"))
+        }
+        held_out = 4 if self.rotate_test else 1
+        sizes = {s: (len(n) * (4 if s == "train" else held_out), DRAWINGS) for s, n in names.items()}
+        check_request("Omniglot", sizes, ways, train, test)
+
+        images = self.cached(sources, listings)
+        index = {key: i for i, key in enumerate(known)}
+        tensors = {}
+        for split, chars in names.items():
+            chosen = images[torch.tensor([index[c] for c in chars])]
+            tensors[split] = rotations(chosen) if split == "train" or self.rotate_test else chosen
+        self.place(tensors, device)
+
+    def cached(self, sources: dict[str, Path], listings: dict[str, Listing]) -> Tensor:
+        folder = expand(self.cache_dir) / f"omniglot-{self.image_size}"
+        manifest = {
+            "dataset": "omniglot", "image_size": self.image_size, "polarity": POLARITY, "resample": "lanczos",
+            "sources": {name: cache.describe(path) for name, path in sources.items()},
+        }
+        images = cache.load(folder, manifest)
+        if images is None:
+            log.info("building the Omniglot cache in %s (once per source and image size)", folder)
+            images = build(sources, listings, self.image_size)
+            cache.save(folder, images, manifest, "data.cache_dir")
+        return images
+
+    def record(self) -> dict:
+        return {**super().record(), "image_size": self.image_size, "rotate_test": self.rotate_test,
+                "train_split": self.train_split}
