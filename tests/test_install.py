@@ -30,6 +30,10 @@ def test_wheel_ships_configs_and_runs_from_elsewhere(tmp_path, cli_env):
     )
     module_file, conf = where.stdout.split()
     assert module_file.startswith(str(site)) and conf == str(site / "metarun" / "conf")
+    # The published splits ship too, so the image datasets need only the user's images.
+    splits = site / "metarun" / "splits"
+    assert len((splits / "omniglot" / "trainval.txt").read_text().split()) == 1200
+    assert (splits / "miniimagenet" / "test.csv").read_text().count("\n") == 12001
     run = subprocess.run(
         [sys.executable, "-m", "metarun", "algo=fomaml", "weighting=agreement", "train.iterations=2",
          "train.meta_batch=2", "eval.tasks=4", "eval.val_tasks=0", "hydra.run.dir=run"],

@@ -128,20 +128,18 @@ def test_cache_is_reused_when_fresh_and_rebuilt_when_stale(tmp_path, cache_dir, 
     assert calls == [28, 28]
 
 
-def test_extracted_folders_and_torchvision_layout_read_like_the_archives(tmp_path):
-    for name in ("images_background", "images_evaluation"):
-        with zipfile.ZipFile(DATA / f"{name}.zip") as z:
-            z.extractall(tmp_path / "omniglot-py")
-    found = omniglot.locate(tmp_path)
-    assert found == {n: tmp_path / "omniglot-py" / n for n in ("images_background", "images_evaluation")}
-    for name, folder in found.items():
-        from_folder = omniglot.listing(name, folder)
-        from_zip = omniglot.listing(name, DATA / f"{name}.zip")
-        assert from_folder == from_zip
-        omniglot.verify(name, folder, from_folder)
-        member = next(iter(from_zip.values()))[0]
-        with zipfile.ZipFile(DATA / f"{name}.zip") as z:
-            assert omniglot._reader(folder)(member) == z.read(member)
+def test_extracted_folder_in_the_torchvision_layout_reads_like_the_archive(tmp_path):
+    name, layout = "images_evaluation", tmp_path / "omniglot-py"
+    with zipfile.ZipFile(DATA / f"{name}.zip") as z:
+        z.extractall(layout)
+    shutil.copy(DATA / "images_background.zip", layout)  # one archive, one folder: both forms at once
+    assert omniglot.locate(tmp_path) == {"images_background": layout / "images_background.zip", name: layout / name}
+    from_folder = omniglot.listing(name, layout / name)
+    assert from_folder == omniglot.listing(name, DATA / f"{name}.zip")
+    omniglot.verify(name, layout / name, from_folder)
+    member = from_folder["Angelic/character01"][0]
+    with zipfile.ZipFile(DATA / f"{name}.zip") as z:
+        assert omniglot._reader(layout / name)(member) == z.read(member)
 
 
 def bad(tmp_path: Path, match: str, root: Path | None = None, **settings) -> None:

@@ -29,6 +29,10 @@ class SineWaves:
     def setup(self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int]) -> None:
         """Nothing to load: tasks are generated on the fly."""
 
+    def record(self) -> dict:
+        """What results.json should say about the data beyond its name."""
+        return {"amplitude": list(self.amplitude), "phase": list(self.phase), "x_range": list(self.x_range)}
+
     def sample(
         self, split: str, tasks: int, ways: int, shots: int, queries: int, generator: torch.Generator
     ) -> Episode:
