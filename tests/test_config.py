@@ -87,6 +87,11 @@ def test_wrong_type_fails_at_compose_time():
         ("algo=convex_imaml algo.lam=-1", "algo.lam=-1.0"),
         ("algo=cavia algo.context_size=0", "algo.context_size=0"),
         ("weighting=agreement weighting.vectors=grads", "weighting.vectors=grads"),
+        ("train.shots=0", "train.shots=0"),
+        ("data=omniglot train.queries=0", "train.queries=0"),
+        ("data=omniglot model=conv4 model.downsample=avgpool", "model.downsample=avgpool"),
+        ("data=omniglot model=mlp", "model=conv4"),
+        ("model=conv4_pool64", "model=mlp"),
     ],
 )
 def test_meaningless_values_are_rejected_with_the_setting_named(override, named):
@@ -120,3 +125,17 @@ def test_cavia_widens_the_model_input_by_its_context():
     cfg = make("algo=cavia", "algo.context_size=6")
     assert cfg.model.context == 6 and cfg.inner.lr == 1.0 and cfg.eval.lr == 1.0
     assert instantiate(cfg.model).body[0].in_features == 7
+
+
+@pytest.mark.parametrize(("data", "filters", "downsample"),
+                         [("omniglot", 64, "stride"), ("miniimagenet", 32, "maxpool")])
+def test_image_datasets_bring_their_papers_network(data, filters, downsample):
+    cfg = make(f"data={data}", "ways=20")
+    check(cfg)
+    assert (cfg.model.filters, cfg.model.downsample) == (filters, downsample)
+    net = instantiate(cfg.model)
+    assert net.head.out_features == 20 and net.body.convs[0].in_channels == cfg.data.channels
+    assert cfg.eval.tasks == 600 and cfg.train.shots == cfg.shots == 1 and cfg.queries == 15
+    # The dataset's network is a default: a model named on the command line wins.
+    assert make(f"data={data}", "model=conv4_pool64").model.filters == 64
+    assert make(f"data={data}", "shots=5", "train.shots=10").train.shots == 10
