@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from metarun.config import ConfigError
 from metarun.files import atomic_writer
 
 FILENAME = "checkpoint.pt"
@@ -21,3 +22,33 @@ def save(out_dir: Path, state: dict[str, Any]) -> Path:
 
 def load(out_dir: Path) -> dict[str, Any]:
     return torch.load(Path(out_dir) / FILENAME, map_location="cpu", weights_only=False)
+
+
+def resumable(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint to continue from, if the folder has one; it must come from this very config."""
+    path = Path(out_dir) / FILENAME
+    if not path.is_file():
+        return None
+    try:
+        state = load(out_dir)
+        iteration = int(state["iteration"])
+    except Exception as e:  # a truncated or foreign file: say so rather than guess
+        raise ConfigError(
+            f"{path} cannot be read as a metarun checkpoint ({type(e).__name__}: {e}). Delete it to start this "
+            "run over, or run in another folder."
+        ) from None
+    changed = sorted(_differences(state.get("config") or {}, config))
+    if changed:
+        shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        raise ConfigError(
+            f"{path} (iteration {iteration}) was written by a run with a different config ({shown} differ), so it "
+            "cannot be continued with this one. Run the same command as before to continue it, choose another "
+            "folder (hydra.run.dir=...), or delete the checkpoint to start over."
+        )
+    return state
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in a.keys() | b.keys() for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]

@@ -10,9 +10,11 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from metarun.config import ConfigError, check, register
@@ -30,13 +32,16 @@ register()
 
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         check(cfg)
         from hydra.errors import InstantiationException
 
         from metarun.results import build_table, load_runs
+        from metarun.signals import Interrupted, redeliver
         from metarun.train import Diverged, run
 
         try:
@@ -44,15 +49,43 @@ def main(cfg: DictConfig) -> float:
         except InstantiationException as e:
             raise ConfigError(f"a configured object could not be built: {e}") from None
         except Diverged as e:
-            print(f"metarun: error: {e}", file=sys.stderr)
-            sys.exit(1)
+            fail(out_dir, str(e), 1, sweeping)
+        except Interrupted as e:
+            print(f"metarun: {e}", file=sys.stderr)
+            redeliver(e.signum)  # the handler from before the run (default: terminate; submitit: requeue)
+            sys.exit(128 + e.signum)
     except ConfigError as e:
-        _discard_if_fresh(out_dir)
-        print(f"metarun: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        if not sweeping:
+            _discard_if_fresh(out_dir)
+        fail(out_dir, str(e), 2, sweeping)
+    except JobFailed:
+        raise
+    except Exception as e:
+        if sweeping:  # a bug in one job must not hide why it failed from the table
+            _write_failure(out_dir, f"{type(e).__name__}: {e}", 1)
+        raise
     print(build_table(load_runs([out_dir])).to_markdown())
     print(f"results: {out_dir / 'results.json'}")
     return val
+
+
+class JobFailed(RuntimeError):
+    """One job of a sweep failed; the others still run (Hydra reports failures at the end)."""
+
+
+def fail(out_dir: Path, message: str, code: int, sweeping: bool) -> NoReturn:
+    print(f"metarun: error: {message}", file=sys.stderr)
+    if sweeping:
+        _write_failure(out_dir, message, code)
+        raise JobFailed(message)
+    sys.exit(code)
+
+
+def _write_failure(out_dir: Path, message: str, code: int) -> None:
+    from metarun.results import write_failure
+
+    if out_dir.is_dir():
+        write_failure(out_dir, message, code)
 
 
 def _discard_if_fresh(out_dir: Path) -> None:

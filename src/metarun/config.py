@@ -28,6 +28,9 @@ class TrainConfig:
     # `queries` are the test setting. Reptile trains with more shots than it tests.
     shots: int = II("shots")
     queries: int = II("queries")
+    # Also checkpoint every N iterations (besides each validation, the end, and SIGTERM/SIGUSR1);
+    # 0 = only those. A run started again in its folder continues from the checkpoint.
+    checkpoint_every: int = 100
 
 
 @dataclass
@@ -73,11 +76,15 @@ class MetarunConfig:
     queries: int = 10
     seed: int = 0
     device: str = "auto"
+    logger: str = "csv"  # csv (metrics.csv) | tensorboard (metrics.csv and TensorBoard)
     train: TrainConfig = field(default_factory=TrainConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     outer: OuterConfig = field(default_factory=OuterConfig)
     exec: ExecConfig = field(default_factory=ExecConfig)
+    # Set by a `paper/` preset (`+paper=NAME`): its source, assumed settings, and the table's
+    # cells with their published numbers (read by scripts/reproduce.py, ignored by a run).
+    paper: Any = None
 
 
 # Group schemas. Each YAML option pulls its schema through its defaults list, so the keys
@@ -255,7 +262,9 @@ def check(cfg: DictConfig) -> None:
         _positive(cfg, key, "a learning rate", f"Set e.g. `{key}=0.01`.")
     for key in ("train.iterations", "train.meta_batch", "eval.tasks", "eval.chunk"):
         _positive(cfg, key, "a count", f"Set `{key}` to a positive whole number.")
-    _non_negative(cfg, ("train.eval_every", "eval.val_tasks", "exec.chunk"))
+    _non_negative(cfg, ("train.eval_every", "train.checkpoint_every", "eval.val_tasks", "exec.chunk"))
+    if cfg.logger not in ("csv", "tensorboard"):
+        raise ConfigError(f"`logger={cfg.logger}` is unknown. Valid values: csv, tensorboard.")
     if cfg.eval.val_tasks == 1:
         raise ConfigError(
             "`eval.val_tasks=1` is too few for a confidence interval. Set `eval.val_tasks=100`, "

@@ -6,6 +6,7 @@ No torch here: `metarun-table` must start fast and work on a machine that only h
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,7 @@ import pandas as pd
 from metarun.files import atomic_write
 
 RESULTS = "results.json"
+FAILED = "failed.json"
 SCORES = "scores.csv"
 METRICS = "metrics.csv"
 FORMAT_VERSION = 1
@@ -51,11 +53,22 @@ def write_results(out_dir: Path, record: dict) -> Path:
 class MetricsLog:
     """metrics.csv, one row per logged iteration, flushed as it goes (a log, read while it grows)."""
 
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+    def __init__(self, path: Path, columns: Sequence[str], resume_after: int | None = None) -> None:
+        """`resume_after=N`: keep the rows up to iteration N (a resumed run logs the rest again)."""
         self.columns = list(columns)
-        self._file = open(path, "w", newline="")
+        kept = []
+        if resume_after is not None and Path(path).is_file():
+            with open(path, newline="") as f:
+                kept = [r for r in csv.DictReader(f) if r.get("iteration", "").isdigit()
+                        and int(r["iteration"]) <= resume_after]
+        # Rewritten atomically before appending: a crash here cannot cost the rows already logged.
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write(Path(path), text.getvalue())
+        self._file = open(path, "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
-        self._writer.writeheader()
 
     def write(self, row: dict) -> None:
         self._writer.writerow({k: row.get(k, "") for k in self.columns})
@@ -65,21 +78,54 @@ class MetricsLog:
         self._file.close()
 
 
-def find_results(dirs: Iterable[Path]) -> list[Path]:
-    found: list[Path] = []
-    for d in dirs:
-        d = Path(d)
-        found += [d / RESULTS] if (d / RESULTS).is_file() else sorted(d.rglob(RESULTS))
-    return found
+def write_failure(out_dir: Path, message: str, exit_code: int) -> Path:
+    """failed.json: why a job of a sweep stopped, so the table can mark its cell instead of dropping it."""
+    path = Path(out_dir) / FAILED
+    atomic_write(path, json.dumps({"format": FORMAT_VERSION, "status": "failed", "error": message,
+                                   "exit_code": exit_code}, indent=2) + "\n")
+    return path
+
+
+def find_jobs(dirs: Iterable[Path]) -> list[Path]:
+    """Run folders under `dirs`: those with results.json, and Hydra job folders (.hydra/config.yaml)."""
+    found: set[Path] = set()
+    for d in map(Path, dirs):
+        if (d / RESULTS).is_file() or (d / ".hydra" / "config.yaml").is_file():
+            found.add(d)
+            continue
+        found |= {p.parent for p in d.rglob(RESULTS)}
+        found |= {p.parent.parent for p in d.rglob(".hydra/config.yaml")}
+    return sorted(found)
 
 
 def load_runs(dirs: Iterable[Path]) -> pd.DataFrame:
+    """One record per run folder; jobs without results.json are kept with status failed or missing."""
     records = []
-    for path in find_results(dirs):
-        record = json.loads(path.read_text())
-        record["run_dir"] = str(path.parent)
+    for job in find_jobs(dirs):
+        if (job / RESULTS).is_file():
+            record = {"status": "finished", **json.loads((job / RESULTS).read_text())}
+        else:
+            record = unfinished(job)
+        record["run_dir"] = str(job)
         records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def unfinished(job: Path) -> dict:
+    """What the table needs about a job that wrote no results, from the config Hydra saved for it."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+    sine = cfg.data.name == "sine"
+    failure = json.loads((job / FAILED).read_text()) if (job / FAILED).is_file() else {}
+    return {
+        "status": "failed" if failure else "missing", "error": failure.get("error"),
+        "data": cfg.data.name, "task_kind": "regression" if sine else "classification",
+        "metric": "mse" if sine else "accuracy", "ways": cfg.ways, "shots": cfg.shots,
+        "algo": cfg.algo.name, "weighting": cfg.weighting.name, "seed": cfg.seed,
+        "bn_mode": "transductive" if OmegaConf.select(cfg, "eval.transductive", default=True) else "support-statistics",
+        "rotate_test": OmegaConf.select(cfg, "data.rotate_test"), "mean": math.nan, "ci95": math.nan,
+    }
 
 
 def setting_label(run: pd.Series) -> str:
@@ -96,6 +142,8 @@ def setting_label(run: pd.Series) -> str:
 
 
 def cell(run: pd.Series) -> str:
+    if run.get("status", "finished") != "finished":
+        return str(run["status"])  # failed or missing: shown, never dropped
     if run["metric"] == "accuracy":  # papers print percentages
         return f"{100 * run['mean']:.2f} ± {100 * run['ci95']:.2f}"
     return f"{run['mean']:.4g} ± {run['ci95']:.2g}"
@@ -117,6 +165,8 @@ def build_table(runs: pd.DataFrame) -> pd.DataFrame:
     several_seeds = runs.groupby(["method", "setting"])["seed"].transform("nunique") > 1
     runs.loc[several_seeds, "method"] += " (seed " + runs.loc[several_seeds, "seed"].astype(str) + ")"
     runs["cell"] = runs.apply(cell, axis=1)
+    # A finished run of a cell outranks a failed or missing attempt at it.
+    runs = runs.sort_values("status", key=lambda st: st.fillna("finished") != "finished", kind="stable")
     table = runs.pivot_table(index="method", columns="setting", values="cell", aggfunc="first")
     table.columns.name = None
     return table.fillna("—")

@@ -3,6 +3,7 @@ meta-test on the fixed evaluation stream, write the results."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,7 +18,9 @@ from metarun.algorithms import Algorithm, task_grads
 from metarun.config import ConfigError
 from metarun.evaluate import evaluate
 from metarun.functional import Objective, detached, weighted_sum
-from metarun.results import METRICS, MetricsLog, ci95, write_results, write_scores
+from metarun.loggers import tensorboard_log
+from metarun.results import METRICS, RESULTS, MetricsLog, ci95, write_results, write_scores
+from metarun.signals import Interrupted, stop_requests
 from metarun.tasks import fixed_stream
 from metarun.weighting import weights
 
@@ -102,7 +105,17 @@ def model_settings(cfg: DictConfig) -> str:
 
 
 def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
-    """Train and test as `cfg` says; returns the results record and the final validation metric."""
+    """Train and test as `cfg` says; returns the results record and the final validation metric.
+
+    A folder that already holds results.json is a finished run: its record is returned as is.
+    A folder with a checkpoint from the same config continues from it.
+    """
+    finished = out_dir / RESULTS
+    if finished.is_file():
+        record = json.loads(finished.read_text())
+        return record, record.get("val_mean", record["mean"])
+    config = OmegaConf.to_container(cfg, resolve=True)
+    saved = checkpoint.resumable(out_dir, config)
     device, source, model, algo, objective = build(cfg)
     vectors = agreement_vectors(cfg, algo)
     params = dict(model.named_parameters())
@@ -114,6 +127,14 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     )
     # The task stream has its own generator so that model init and sampling are independent.
     generator = torch.Generator().manual_seed(cfg.seed)
+    first, elapsed, last_val = 1, 0.0, None
+    if saved is not None:
+        model.load_state_dict(saved["params"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        generator.set_state(saved["task_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        first, elapsed, last_val = saved["iteration"] + 1, saved["seconds"], saved["val_mean"]
 
     def test(split: str, n_tasks: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         stream = fixed_stream(source, split, n_tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries, seed)
@@ -125,47 +146,57 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
         return ci95(test("val", cfg.eval.val_tasks, cfg.eval.seed + 1)[0].tolist())
 
     def state(iteration: int) -> dict:
-        # Everything needed to rebuild or continue the run, config included.
+        # Everything needed to continue the run exactly, config included.
         return {"params": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "iteration": iteration,
                 "task_rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "config": OmegaConf.to_container(cfg, resolve=True)}
+                "seconds": elapsed + time.perf_counter() - start, "val_mean": last_val, "config": config}
 
-    log = MetricsLog(out_dir / METRICS, COLUMNS)
+    log = MetricsLog(out_dir / METRICS, COLUMNS, resume_after=first - 1 if saved else None)
+    board = tensorboard_log(cfg, out_dir)
     start = time.perf_counter()
-    bar = tqdm(range(1, iterations + 1), desc=f"{algo.name}+{cfg.weighting.name}", disable=None)
-    for it in bar:
-        episode = source.sample("train", cfg.train.meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
-                                generator).to(device)
-        grads = task_grads(algo, detached(model), objective, episode, cfg.exec.mode, cfg.exec.chunk)
-        w = weights(cfg.weighting.name, getattr(grads, vectors))
-        combined = weighted_sum(w, grads.meta_grads)
-        if not all(torch.isfinite(g).all() for g in combined.values()):
-            # Stop before the step: the parameters and the last checkpoint stay finite.
-            raise Diverged(it, grads.metrics["loss_after"], w, out_dir)
-        for name, g in combined.items():
-            params[name].grad = g
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        schedule.step()
+    bar = tqdm(range(first, iterations + 1), desc=f"{algo.name}+{cfg.weighting.name}", disable=None)
+    with stop_requests() as stop:
+        for it in bar:
+            episode = source.sample("train", cfg.train.meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
+                                    generator).to(device)
+            grads = task_grads(algo, detached(model), objective, episode, cfg.exec.mode, cfg.exec.chunk)
+            w = weights(cfg.weighting.name, getattr(grads, vectors))
+            combined = weighted_sum(w, grads.meta_grads)
+            if not all(torch.isfinite(g).all() for g in combined.values()):
+                # Stop before the step: the parameters and the last checkpoint stay finite.
+                raise Diverged(it, grads.metrics["loss_after"], w, out_dir)
+            for name, g in combined.items():
+                params[name].grad = g
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            schedule.step()
 
-        row = {"iteration": it, "lr": lr}
-        if it % cfg.train.log_every == 0 or it == iterations:
-            row |= {k: v.mean().item() for k, v in grads.metrics.items()}
-            row |= {"w_min": w.min().item(), "w_max": w.max().item(), "w_negative": int((w < 0).sum())}
-            bar.set_postfix(loss=f"{row['loss_after']:.4f}")
-        if (cfg.train.eval_every and it % cfg.train.eval_every == 0) or it == iterations:
-            if cfg.eval.val_tasks:
+            row = {"iteration": it, "lr": lr}
+            if it % cfg.train.log_every == 0 or it == iterations:
+                row |= {k: v.mean().item() for k, v in grads.metrics.items()}
+                row |= {"w_min": w.min().item(), "w_max": w.max().item(), "w_negative": int((w < 0).sum())}
+                bar.set_postfix(loss=f"{row['loss_after']:.4f}")
+            validating = (cfg.train.eval_every and it % cfg.train.eval_every == 0) or it == iterations
+            if validating and cfg.eval.val_tasks:
                 row["val_mean"], row["val_ci95"] = validate()
-            checkpoint.save(out_dir, state(it))
-        if len(row) > 2:
-            log.write(row | {"seconds": round(time.perf_counter() - start, 3)})
+                last_val = row["val_mean"]
+            if len(row) > 2:
+                row["seconds"] = round(elapsed + time.perf_counter() - start, 3)
+                log.write(row)
+                board.write(row)
+            every = cfg.train.checkpoint_every
+            if validating or (every and it % every == 0) or stop:
+                checkpoint.save(out_dir, state(it))
+            if stop:
+                log.close()
+                raise Interrupted(stop[0], it)
     log.close()
-    train_seconds = time.perf_counter() - start
+    train_seconds = elapsed + time.perf_counter() - start
 
     after, before = (t.tolist() for t in test("test", cfg.eval.tasks, cfg.eval.seed))
     mean, half = ci95(after)
-    val = row.get("val_mean", mean)  # the last iteration validates unless val_tasks=0
+    val = mean if last_val is None else last_val  # the last iteration validates unless val_tasks=0
     write_scores(out_dir, after, before)
     record = {
         "data": source.name, "task_kind": source.kind, "ways": cfg.ways, "shots": cfg.shots,
@@ -179,9 +210,11 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
         "val_mean": val, "seed": cfg.seed, "iterations": iterations,
         "meta_batch": cfg.train.meta_batch, "inner_steps": cfg.inner.steps, "inner_lr": cfg.inner.lr,
         "eval_steps": cfg.eval.steps, "eval_lr": cfg.eval.lr, "eval_seed": cfg.eval.seed,
-        "weighting_vectors": vectors, "exec_mode": cfg.exec.mode, "seconds": round(time.perf_counter() - start, 2),
-        "train_seconds": round(train_seconds, 2), "device": str(device),
-        "torch": torch.__version__, "metarun": __version__,
+        "weighting_vectors": vectors, "exec_mode": cfg.exec.mode,
+        "seconds": round(elapsed + time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
+        "resumed_from": None if saved is None else saved["iteration"],
+        "device": str(device), "torch": torch.__version__, "metarun": __version__,
     }
+    board.close(config, record)
     write_results(out_dir, record)
     return record, val

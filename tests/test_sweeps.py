@@ -1,0 +1,50 @@
+"""Sweeps through Hydra's launchers: joblib and submitit's local executor run real jobs; one
+failing job leaves the others' results and shows as a failed cell in the table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_cli import TINY, metarun, table
+
+
+@pytest.mark.parametrize("launcher", ["local", "submitit_local"])
+def test_launcher_runs_every_job(tmp_path, cli_env, launcher):
+    sweep = tmp_path / "sweep"
+    env = {**cli_env, "OMP_NUM_THREADS": "1"}  # two jobs at once must not fight over the cores
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "local" else ["hydra.launcher.timeout_min=10"]
+    out = metarun("-m", f"hydra/launcher={launcher}", *extra, "algo=maml,fomaml", *TINY,
+                  f"hydra.sweep.dir={sweep}", env=env)
+    assert out.returncode == 0, out.stderr
+    records = {json.loads(p.read_text())["algo"]: p.parent.name for p in sweep.glob("*/results.json")}
+    # Job folders are named from their overrides, so a rerun finds them.
+    assert set(records) == {"maml", "fomaml"}
+    assert all(name.startswith(f"algo={algo},") for algo, name in records.items())
+
+
+def test_a_failing_job_does_not_stop_the_sweep_and_is_marked(tmp_path, cli_env):
+    sweep = tmp_path / "sweep"
+    out = metarun("-m", "shots=0,5", *TINY, f"hydra.sweep.dir={sweep}", env=cli_env)
+    assert out.returncode != 0  # Hydra reports the failure once every job has run
+    assert "`shots=0` is invalid" in out.stderr
+    (failed,) = sweep.glob("*shots=0*")
+    (finished,) = sweep.glob("*shots=5*")
+    assert (finished / "results.json").is_file()
+    failure = json.loads((failed / "failed.json").read_text())
+    assert failure["exit_code"] == 2 and "`shots=0`" in failure["error"]
+    assert not (failed / "results.json").exists()
+    shown = table(str(sweep), env=cli_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "failed" in shown.stdout and "sine 0-shot (mse)" in shown.stdout and "sine 5-shot (mse)" in shown.stdout
+
+
+def test_an_unfinished_job_is_marked_missing(tmp_path, cli_env):
+    sweep = tmp_path / "sweep"
+    out = metarun("-m", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}", env=cli_env)
+    assert out.returncode == 0, out.stderr
+    (unfinished,) = sweep.glob("*seed=1*")
+    (unfinished / "results.json").unlink()  # as if the job had been killed
+    shown = table(str(sweep), env=cli_env)
+    assert "missing" in shown.stdout and "(seed 1)" in shown.stdout
