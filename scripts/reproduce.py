@@ -1,0 +1,9 @@
+"""Reproduce a published table: `python scripts/reproduce.py ga-omniglot [--budget quick]`.
+
+The same as the `metarun-reproduce` command; see `metarun-reproduce --help`.
+"""
+
+from metarun.reproduce import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""`metarun-reproduce PRESET` (also `python scripts/reproduce.py PRESET`): run a published table's
+cells and print ours beside the paper's.
+
+The preset (`conf/paper/PRESET.yaml`) pins the shared settings and lists the cells, each with its
+overrides and published number. Each cell becomes a config of a `cell` group written beside the
+results, so one Hydra multirun runs every missing cell through whatever launcher is configured
+(joblib, Slurm, ...), and each job's folder is named after its cell. A cell whose results.json
+exists is not run again; one with only a checkpoint continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from omegaconf import DictConfig
+
+from metarun.files import atomic_write
+from metarun.results import load_runs
+
+GROUPS = ("data", "model", "algo", "weighting")
+QUICK_DIVISOR = 100
+QUICK_TEST_TASKS = 200
+QUICK_NOTE = (f"QUICK BUDGET: iterations divided by {QUICK_DIVISOR} and at most {QUICK_TEST_TASKS} test tasks. "
+              "These are NOT the paper's budgets; expect lower numbers.")
+
+
+def preset_names() -> list[str]:
+    from metarun.cli import config_dir
+
+    return sorted(p.stem for p in (Path(config_dir()) / "paper").glob("*.yaml"))
+
+
+def compose(*overrides: str) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from metarun.cli import config_dir
+    from metarun.config import register
+
+    register()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def cell_file(overrides: list[str], extra: dict[str, Any]) -> str:
+    """A `cell` group config: group choices as defaults-list overrides, values as the body.
+
+    Values are read with Hydra's own override parser, so `5e-4` or `[64,64]` mean what they
+    mean on the command line.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups, values = [], dict[str, Any]()
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.key_or_group in GROUPS:
+            groups.append(f"  - override /{override.key_or_group}: {override.value()}")
+        else:
+            values[override.key_or_group] = override.value()
+    body: dict[str, Any] = {}
+    for key, value in {**values, **extra}.items():
+        node = body
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    head = "# @package _global_\n" + ("defaults:\n" + "\n".join(groups) + "\n" if groups else "")
+    return head + (yaml.safe_dump(body, sort_keys=False) if body else "")
+
+
+def quick(cfg: DictConfig) -> dict[str, Any]:
+    return {"train.iterations": max(20, cfg.train.iterations // QUICK_DIVISOR), "train.eval_every": 0,
+            "eval.tasks": min(cfg.eval.tasks, QUICK_TEST_TASKS), "eval.val_tasks": 0}
+
+
+def side_by_side(paper: DictConfig, out: Path) -> pd.DataFrame:
+    """ours (mean ± CI, n) | published | difference | within our CI?, one row per cell."""
+    runs = load_runs([out]) if out.is_dir() else pd.DataFrame()
+    by_cell = {Path(r["run_dir"]).name: r for _, r in runs.iterrows()} if not runs.empty else {}
+    scale, digits = (100.0, 2) if paper.metric == "accuracy" else (1.0, 3)
+    rows = []
+    for name, cell in paper.cells.items():
+        run = by_cell.get(name)
+        published = float(cell.published)
+        row = {"cell": name, "published": _pm(published, cell.get("published_ci95"), digits)}
+        if run is None or run.get("status", "finished") != "finished":
+            status = "missing" if run is None else run["status"]
+            rows.append(row | {"ours": status, "n": "", "difference": "", "within our CI?": ""})
+            continue
+        mean, half = scale * run["mean"], scale * run["ci95"]
+        diff = mean - published
+        rows.append(row | {"ours": _pm(mean, half, digits), "n": int(run["n_tasks"]),
+                           "difference": f"{diff:+.{digits}f}", "within our CI?": "yes" if abs(diff) <= half else "no"})
+    return pd.DataFrame(rows, columns=["cell", "ours", "n", "published", "difference", "within our CI?"])
+
+
+def _pm(mean: float, half: Any, digits: int) -> str:
+    if half is None or (isinstance(half, float) and math.isnan(half)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {float(half):.{digits}f}"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="metarun-reproduce",
+        description="Run a paper preset's cells (only those without results) and print ours beside the paper's.",
+        epilog="Config overrides for every cell go after `--`, e.g. `-- device=cuda hydra.launcher.n_jobs=4`.",
+    )
+    parser.add_argument("preset", help="a conf/paper/ preset, e.g. ga_omniglot (hyphens work too)")
+    parser.add_argument("--budget", choices=("full", "quick"), default="full",
+                        help=f"quick: iterations / {QUICK_DIVISOR}, at most {QUICK_TEST_TASKS} test tasks")
+    parser.add_argument("--cells", help="comma-separated cell names (default: all)")
+    parser.add_argument("--launcher", help="a hydra/launcher option, e.g. local (joblib) or slurm")
+    parser.add_argument("--out", type=Path, help="results folder (default: outputs/reproduce/PRESET/BUDGET)")
+    parser.add_argument("--table-only", action="store_true", help="run nothing; print the table of what exists")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.overrides = argv[split + 1:]
+    return args
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    name = args.preset.replace("-", "_")
+    if name not in preset_names():
+        print(f"metarun-reproduce: error: no preset `{args.preset}`. Available: {', '.join(preset_names())}.",
+              file=sys.stderr)
+        return 2
+    paper = compose(f"+paper={name}").paper
+    chosen = list(paper.cells) if not args.cells else args.cells.split(",")
+    unknown = [c for c in chosen if c not in paper.cells]
+    if unknown:
+        print(f"metarun-reproduce: error: preset {name} has no cell {', '.join(unknown)}. "
+              f"Its cells: {', '.join(paper.cells)}.", file=sys.stderr)
+        return 2
+    out = (args.out or Path("outputs") / "reproduce" / name / args.budget).resolve()
+    code = 0
+    todo = [c for c in chosen if not (out / c / "results.json").is_file()]
+    if todo and not args.table_only:
+        code = launch(name, paper, todo, out, args)
+    print(f"{paper.source}\n{'' if args.budget == 'full' else QUICK_NOTE}")
+    table = side_by_side(paper, out)
+    table = table[table["cell"].isin(chosen)]
+    text = table.to_markdown(index=False)
+    print(text)
+    note = "" if args.budget == "full" else f"\n{QUICK_NOTE}\n"
+    atomic_write(out / "reproduce.md", f"# {name}\n\n{paper.source}\n{note}\n{text}\n")
+    atomic_write(out / "reproduce.csv", table.to_csv(index=False))
+    print(f"wrote {out / 'reproduce.md'} and reproduce.csv")
+    return code
+
+
+def launch(name: str, paper: DictConfig, cells: list[str], out: Path, args: argparse.Namespace) -> int:
+    """One multirun over the missing cells, each a generated `cell` config."""
+    search = out / ".cells"
+    (search / "cell").mkdir(parents=True, exist_ok=True)
+    for cell in cells:
+        overrides = list(paper.cells[cell].overrides)
+        extra = quick(compose(f"+paper={name}", *overrides)) if args.budget == "quick" else {}
+        atomic_write(search / "cell" / f"{cell}.yaml", cell_file(overrides, extra))
+    command = [sys.executable, "-m", "metarun", "-m", f"+paper={name}", f"+cell={','.join(cells)}",
+               f"hydra.searchpath=[file://{search}]", f"hydra.sweep.dir={out}",
+               "hydra.sweep.subdir=${hydra.runtime.choices.cell}"]
+    if args.launcher:
+        command.append(f"hydra/launcher={args.launcher}")
+    print(f"running {len(cells)} cell(s) of {name} into {out}", flush=True)
+    return subprocess.run([*command, *args.overrides]).returncode
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_cli(argv))

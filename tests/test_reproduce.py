@@ -1,0 +1,58 @@
+"""reproduce: a quick-budget run of the sine preset end to end, reruns that run only what is missing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+
+from metarun.reproduce import cell_file
+
+SHRINK = ["--", "device=cpu", "train.iterations=20", "eval.tasks=20", "train.meta_batch=4"]
+
+
+def reproduce(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/reproduce.py", *args], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=str(__import__("conftest").ROOT))
+
+
+def test_quick_sine_reproduction_then_only_missing_cells_rerun(tmp_path, cli_env):
+    out = tmp_path / "rep"
+    first = reproduce("ga-sine", "--budget", "quick", "--out", str(out), *SHRINK, env=cli_env)
+    assert first.returncode == 0, first.stderr
+    assert "running 2 cell(s)" in first.stdout and "NOT the paper's budgets" in first.stdout
+    table = (out / "reproduce.csv").read_text().splitlines()
+    assert table[0] == "cell,ours,n,published,difference,within our CI?" and len(table) == 3
+    assert table[1].startswith("reptile,") and table[2].startswith("ga_reptile,")
+    assert [row.split(",")[2:4] for row in table[1:]] == [["20", "0.130"], ["20", "0.080"]]  # 20 test tasks each
+    cell = yaml.safe_load((out / ".cells" / "cell" / "reptile.yaml").read_text())
+    assert cell["train"]["iterations"] == 700  # 70,000 / 100 (the command line shrank it further here)
+
+    kept = (out / "reptile" / "results.json").stat().st_mtime_ns
+    (out / "ga_reptile" / "results.json").unlink()
+    second = reproduce("ga_sine", "--budget", "quick", "--out", str(out), *SHRINK, env=cli_env)
+    assert second.returncode == 0, second.stderr
+    assert "running 1 cell(s)" in second.stdout
+    assert (out / "reptile" / "results.json").stat().st_mtime_ns == kept
+    assert (out / "ga_reptile" / "results.json").is_file()
+
+
+def test_missing_cells_are_marked_and_unknown_presets_refused(tmp_path, cli_env):
+    shown = reproduce("ga_omniglot", "--table-only", "--out", str(tmp_path), env=cli_env)
+    assert shown.returncode == 0, shown.stderr
+    rows = (tmp_path / "reproduce.csv").read_text().splitlines()[1:]
+    assert len(rows) == 12 and all(row.split(",")[1] == "missing" for row in rows)
+    assert "98.70 ± 0.40" in shown.stdout
+    bad = reproduce("no_such_table", env=cli_env)
+    assert bad.returncode == 2 and "Available: " in bad.stderr and "ga_omniglot" in bad.stderr
+
+
+def test_cell_file_turns_group_choices_into_defaults_and_values_into_the_body():
+    text = cell_file(["algo=reptile", "model=conv4_pool64", "ways=20", "data.rotate_test=false", "inner.lr=5e-4"],
+                     {"train.iterations": 7})
+    assert text.startswith("# @package _global_\ndefaults:\n  - override /algo: reptile\n"
+                           "  - override /model: conv4_pool64\n")
+    body = yaml.safe_load(text)
+    assert body["ways"] == 20 and body["data"]["rotate_test"] is False and body["inner"]["lr"] == 5e-4
+    assert body["train"]["iterations"] == 7
