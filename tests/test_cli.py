@@ -111,3 +111,17 @@ def test_divergence_stops_with_the_iteration_and_writes_no_results(tmp_path, cli
     assert "training diverged at iteration" in out.stderr and "inner.lr" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (run_dir / "results.json").exists() and not (run_dir / "scores.csv").exists()
+
+
+def test_tensorboard_logger_writes_events_and_hyperparameters(tmp_path, cli_env):
+    run_dir = tmp_path / "run"
+    out = metarun(*TINY, "logger=tensorboard", f"hydra.run.dir={run_dir}", env=cli_env)
+    assert out.returncode == 0, out.stderr
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert {"loss_after", "val_mean", "lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss_after")] == [1, 2, 3]
+    assert list((run_dir / "tensorboard").glob("hparams/events.out.tfevents.*"))  # the config as hyperparameters
+    assert (run_dir / "metrics.csv").is_file()  # CSV is always written

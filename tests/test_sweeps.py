@@ -48,3 +48,13 @@ def test_an_unfinished_job_is_marked_missing(tmp_path, cli_env):
     (unfinished / "results.json").unlink()  # as if the job had been killed
     shown = table(str(sweep), env=cli_env)
     assert "missing" in shown.stdout and "(seed 1)" in shown.stdout
+
+
+def test_optuna_search_preset_runs_trials_and_reports_the_best(tmp_path, cli_env):
+    sweep = tmp_path / "search"
+    out = metarun("-m", "hydra/sweeper=search", "hydra.sweeper.n_trials=2", *TINY, f"hydra.sweep.dir={sweep}",
+                  env=cli_env)
+    assert out.returncode == 0, out.stderr
+    assert len(list(sweep.glob("*/results.json"))) == 2
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "inner.lr" in best and "outer.lr" in best
