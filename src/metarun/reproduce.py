@@ -25,6 +25,7 @@ from metarun.files import atomic_write
 from metarun.results import load_runs
 
 GROUPS = ("data", "model", "algo", "weighting")
+BUDGET_KEYS = ("train.iterations", "train.meta_batch", "eval.tasks", "inner.steps", "eval.steps")
 QUICK_DIVISOR = 100
 QUICK_TEST_TASKS = 200
 QUICK_NOTE = (f"QUICK BUDGET: iterations divided by {QUICK_DIVISOR} and at most {QUICK_TEST_TASKS} test tasks. "
@@ -145,13 +146,17 @@ def run_cli(argv: list[str] | None = None) -> int:
     todo = [c for c in chosen if not (out / c / "results.json").is_file()]
     if todo and not args.table_only:
         code = launch(name, paper, todo, out, args)
-    print(f"{paper.source}\n{'' if args.budget == 'full' else QUICK_NOTE}")
+    notes = [QUICK_NOTE] if args.budget == "quick" else []
+    if args.overrides:
+        notes.append(f"Command-line overrides for every cell: {' '.join(args.overrides)}" + (
+            " (these change the paper's budget)" if any(o.split("=")[0] in BUDGET_KEYS for o in args.overrides)
+            else ""))
     table = side_by_side(paper, out)
     table = table[table["cell"].isin(chosen)]
     text = table.to_markdown(index=False)
-    print(text)
-    note = "" if args.budget == "full" else f"\n{QUICK_NOTE}\n"
-    atomic_write(out / "reproduce.md", f"# {name}\n\n{paper.source}\n{note}\n{text}\n")
+    print("\n".join([paper.source, *notes, text]))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "reproduce.md", "\n\n".join([f"# {name}", paper.source, *notes, text]) + "\n")
     atomic_write(out / "reproduce.csv", table.to_csv(index=False))
     print(f"wrote {out / 'reproduce.md'} and reproduce.csv")
     return code
