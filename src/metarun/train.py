@@ -40,7 +40,7 @@ class Diverged(RuntimeError):
             f"(largest post-adaptation query loss in the batch: {worst:.3g}; largest task weight: "
             f"{w.abs().max().item():.3g}). Usually an inner loop blew up on one task: lower `inner.lr` "
             f"or `outer.lr`. No results were written; {out_dir} keeps metrics.csv up to this iteration and "
-            "checkpoint.pt from the last validation, if one ran."
+            "checkpoint.pt from the last finite state that was saved (see `train.checkpoint_every`), if any."
         )
 
 
@@ -134,6 +134,8 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
         schedule.load_state_dict(saved["schedule"])
         generator.set_state(saved["task_rng"])
         torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         first, elapsed, last_val = saved["iteration"] + 1, saved["seconds"], saved["val_mean"]
 
     def test(split: str, n_tasks: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,6 +152,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
         return {"params": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "iteration": iteration,
                 "task_rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "seconds": elapsed + time.perf_counter() - start, "val_mean": last_val, "config": config}
 
     log = MetricsLog(out_dir / METRICS, COLUMNS, resume_after=first - 1 if saved else None)
