@@ -239,3 +239,16 @@ def test_command_line_run_on_omniglot(tmp_path, cache_dir, cli_env):
     assert "omniglot 5-way 1-shot (accuracy %)" in out.stdout
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["data"] == "omniglot" and record["ways"] == 5 and record["train_queries"] == 1
+
+
+def test_archives_packed_differently_list_the_same(tmp_path):
+    """Other packings of the release (extra entries, other compression) hold the same content."""
+    packed = tmp_path / "images_background.zip"
+    rezip(DATA / "images_background.zip", packed, {})  # stored instead of deflated
+    with zipfile.ZipFile(packed, "a") as z:
+        z.writestr("__MACOSX/images_background/._Latin", b"junk")
+        z.writestr("images_background/.DS_Store", b"junk")
+        z.writestr("images_background/Latin/character01/._0989_01.png.txt", b"junk")
+    listed = omniglot.listing("images_background", packed)
+    assert listed == omniglot.listing("images_background", DATA / "images_background.zip")
+    omniglot.verify("images_background", packed, listed)
