@@ -1,11 +1,12 @@
-"""checkpoint.pt: one dict, written atomically so an interrupted save never replaces a good one."""
+"""checkpoint.pt: one dict, written atomically so an interrupted save never replaces a good one.
+
+torch is imported when a checkpoint is read or written, so that modules which only need the
+file's name (plots, tables) start without it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from metarun.config import ConfigError
 from metarun.files import atomic_writer
@@ -14,6 +15,8 @@ FILENAME = "checkpoint.pt"
 
 
 def save(out_dir: Path, state: dict[str, Any]) -> Path:
+    import torch
+
     path = Path(out_dir) / FILENAME
     with atomic_writer(path, "wb") as f:
         torch.save(state, f)
@@ -21,6 +24,8 @@ def save(out_dir: Path, state: dict[str, Any]) -> Path:
 
 
 def load(out_dir: Path) -> dict[str, Any]:
+    import torch
+
     return torch.load(Path(out_dir) / FILENAME, map_location="cpu", weights_only=False)
 
 
