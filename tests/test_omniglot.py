@@ -204,6 +204,13 @@ def test_episodes_the_data_cannot_supply(tmp_path):
     bad(tmp_path, r"`train.shots=10` \+ `train.queries=15`", root=DATA, episodes={"train": (10, 15)})
 
 
+def test_the_validation_split_limits_ways_only_when_the_run_validates(cache_dir):
+    wide = {**EPISODES, "ways": 700}  # more than the 688 validation classes, fewer than train's and test's
+    Omniglot("omniglot", str(DATA), str(cache_dir)).setup(CPU, **wide, validate=False)
+    with pytest.raises(DataError, match=r"`ways=700`.*val split has \(688\)"):
+        Omniglot("omniglot", str(DATA), str(cache_dir)).setup(CPU, **wide)
+
+
 def compose_run(cache: Path, *overrides: str):
     base = ["data=omniglot", f"data.root={DATA}", f"data.cache_dir={cache}", "device=cpu", "train.iterations=2",
             "train.meta_batch=2", "train.queries=2", "train.eval_every=0", "eval.tasks=4", "eval.val_tasks=2",

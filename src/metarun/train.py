@@ -85,7 +85,8 @@ def build(cfg: DictConfig) -> Parts:
     torch.manual_seed(cfg.seed)  # model initialisation
     source = instantiate(cfg.data)
     # Loads (or generates) the data on the device, after checking the episodes can be drawn.
-    source.setup(device, cfg.ways, (cfg.train.shots, cfg.train.queries), (cfg.shots, cfg.queries))
+    source.setup(device, cfg.ways, (cfg.train.shots, cfg.train.queries), (cfg.shots, cfg.queries),
+                 validate=cfg.eval.val_tasks > 0)
     model = instantiate(cfg.model).to(device)
     algo = instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr)
     return Parts(device, source, model, algo, Objective(model, source.loss, cfg.eval.transductive))

@@ -13,10 +13,16 @@ SPLITS = ("train", "val", "test")
 
 
 def check_request(
-    dataset: str, sizes: dict[str, tuple[int, int]], ways: int, train: tuple[int, int], test: tuple[int, int]
+    dataset: str, sizes: dict[str, tuple[int, int]], ways: int, train: tuple[int, int], test: tuple[int, int],
+    validate: bool = True,
 ) -> None:
-    """Refuse episodes the splits cannot supply; `sizes` maps split -> (classes, images per class)."""
+    """Refuse episodes the splits cannot supply; `sizes` maps split -> (classes, images per class).
+
+    The validation split is only asked for tasks when the run validates (`validate`).
+    """
     for split, (classes, per_class) in sizes.items():
+        if split == "val" and not validate:
+            continue
         shots, queries = train if split == "train" else test
         keys = ("train.shots", "train.queries") if split == "train" else ("shots", "queries")
         if ways > classes:

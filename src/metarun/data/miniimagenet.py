@@ -238,12 +238,15 @@ class MiniImageNet(ImageClasses):
         self.root, self.cache_dir, self.image_size, self.split_dir = root, cache_dir, image_size, split_dir
         self.forms: dict[str, str] = {}
 
-    def setup(self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int]) -> None:
+    def setup(
+        self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int],
+        validate: bool = True,
+    ) -> None:
         files = {split: split_file("miniimagenet", f"{split}.csv", self.split_dir) for split in SPLITS}
         splits = {split: classes(f.path, f.rows()) for split, f in files.items()}
         sources = locate(expand(self.root), splits)
         sizes = {split: (len(g), len(next(iter(g.values())))) for split, g in splits.items()}
-        check_request("miniImageNet", sizes, ways, train, test)
+        check_request("miniImageNet", sizes, ways, train, test, validate)
         self.place(self.cached(files, splits, sources), device)
         self.forms = {split: form for split, (form, _) in sources.items()}
 

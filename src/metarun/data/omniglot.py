@@ -170,7 +170,10 @@ class Omniglot(ImageClasses):
         self.root, self.cache_dir, self.image_size = root, cache_dir, image_size
         self.rotate_test, self.train_split, self.split_dir = rotate_test, train_split, split_dir
 
-    def setup(self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int]) -> None:
+    def setup(
+        self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int],
+        validate: bool = True,
+    ) -> None:
         root = expand(self.root)
         sources = locate(root)
         listings = {name: listing(name, path) for name, path in sources.items()}
@@ -183,7 +186,7 @@ class Omniglot(ImageClasses):
         }
         held_out = 4 if self.rotate_test else 1
         sizes = {s: (len(n) * (4 if s == "train" else held_out), DRAWINGS) for s, n in names.items()}
-        check_request("Omniglot", sizes, ways, train, test)
+        check_request("Omniglot", sizes, ways, train, test, validate)
 
         images = self.cached(sources, listings)
         index = {key: i for i, key in enumerate(known)}

@@ -26,7 +26,10 @@ class SineWaves:
         self.phase = tuple(phase)
         self.x_range = tuple(x_range)
 
-    def setup(self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int]) -> None:
+    def setup(
+        self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int],
+        validate: bool = True,
+    ) -> None:
         """Nothing to load: tasks are generated on the fly."""
 
     def record(self) -> dict:
