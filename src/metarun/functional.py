@@ -26,8 +26,9 @@ class Objective:
         self.criterion = criterion
         self.head_names = tuple(k for k, _ in model.named_parameters() if k.startswith("head."))
         # Only BatchNorm makes one example's output depend on the rest of its batch.
-        norms = (nn.modules.batchnorm._NormBase, TaskBatchNorm)
-        self.transductive = transductive or not any(isinstance(m, norms) for m in model.modules())
+        self.has_batchnorm = any(isinstance(m, (nn.modules.batchnorm._NormBase, TaskBatchNorm))
+                                 for m in model.modules())
+        self.transductive = transductive or not self.has_batchnorm
 
     def predict(self, params: Params, x: Tensor, **kwargs: Tensor) -> Tensor:
         return functional_call(self.model, params, (x,), kwargs)

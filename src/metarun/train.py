@@ -93,8 +93,7 @@ def build(cfg: DictConfig) -> Parts:
 
 
 def bn_mode(objective: Objective) -> str:
-    norms = [m for m in objective.model.modules() if "BatchNorm" in type(m).__name__]
-    if not norms:
+    if not objective.has_batchnorm:
         return "none"
     return "transductive" if objective.transductive else "support-statistics"
 
