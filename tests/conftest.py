@@ -32,3 +32,17 @@ def cli_env(tmp_path):
     env["CUDA_VISIBLE_DEVICES"] = ""
     env["METARUN_TEST_CWD"] = str(tmp_path)
     return env
+
+
+@pytest.fixture(scope="session")
+def forker(tmp_path_factory):
+    """The `metarun` command, each call a fresh process forked from one that imported torch once (tests/forkrun.py)."""
+    from forkrun import Forker
+
+    workdir = tmp_path_factory.mktemp("forked")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    # No GPU (so `device=cuda` is refused everywhere), one thread per tiny run, no cache outside the test folders.
+    env |= {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "METARUN_CACHE": str(workdir / "cache")}
+    forker = Forker(workdir, env)
+    yield forker
+    forker.close()

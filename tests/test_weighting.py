@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarun.weighting import agreement, uniform, weights
+from metarun.weighting import WeightingError, agreement, uniform, weights
 
 
 def tree(rows: list[list[float]]) -> dict:
@@ -39,11 +39,15 @@ def test_invariant_to_task_order_and_scale():
     torch.testing.assert_close(agreement(tree((7.5 * rows).tolist())), w)
 
 
-def test_all_zero_updates_fall_back_to_uniform():
-    g = tree([[0.0, 0.0]] * 4)
-    w = agreement(g)
-    assert torch.isfinite(w).all()
-    torch.testing.assert_close(w, uniform(g))
+def test_all_zero_updates_are_an_error_not_uniform():
+    # 0/0: results labelled agreement must not quietly be uniform-weighted.
+    with pytest.raises(WeightingError, match=r"meta-batch of 4 tasks: every task's vector is exactly zero.*"
+                                             r"`weighting=uniform`"):
+        agreement(tree([[0.0, 0.0]] * 4))
+    with pytest.raises(WeightingError, match="sum to exactly zero"):
+        agreement(tree([[1.0, 2.0], [-1.0, -2.0]]))  # s = (0, 0): opposed tasks cancel
+    one_zero = agreement(tree([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0]]))  # defined: the zero task weighs 0
+    torch.testing.assert_close(one_zero, torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64))
 
 
 def test_one_task_or_identical_tasks_equal_uniform():

@@ -5,6 +5,7 @@ file's name (plots, tables) start without it."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,12 @@ def save(out_dir: Path, state: dict[str, Any]) -> Path:
     import torch
 
     path = Path(out_dir) / FILENAME
+    # Serialised in memory first: torch.save reports a failed write (a full disk) as a RuntimeError that names
+    # neither the file nor the cause, while a plain write raises the OSError itself.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_writer(path, "wb") as f:
-        torch.save(state, f)
+        f.write(buffer.getbuffer())
     return path
 
 
@@ -27,6 +32,19 @@ def load(out_dir: Path) -> dict[str, Any]:
     import torch
 
     return torch.load(Path(out_dir) / FILENAME, map_location="cpu", weights_only=False)
+
+
+def saved_iteration(out_dir: Path) -> int | None:
+    """The iteration of the folder's checkpoint, or None if it has none that reads (for messages)."""
+    import torch
+
+    path = Path(out_dir) / FILENAME
+    if not path.is_file():
+        return None
+    try:  # mmap: the tensors are not read, only the small dict around them
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["iteration"])
+    except Exception:
+        return None
 
 
 def resumable(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:

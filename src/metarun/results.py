@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from metarun import __version__
 from metarun.files import atomic_write
 
 RESULTS = "results.json"
@@ -21,6 +22,8 @@ FAILED = "failed.json"
 SCORES = "scores.csv"
 METRICS = "metrics.csv"
 FORMAT_VERSION = 1
+READABLE_FORMATS = (1,)  # every results.json metarun has written so far is format 1
+TABLE_KEYS = ("data", "ways", "shots", "algo", "weighting", "metric", "mean", "ci95", "seed")
 TABLE_FILES = ("table.csv", "table.md", "table.tex")
 
 
@@ -98,12 +101,44 @@ def find_jobs(dirs: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
+class ResultsError(ValueError):
+    """A results file that cannot be tabulated; the message names it and the fix."""
+
+
+def read_results(path: Path) -> dict:
+    """A results.json record, after checking that it is one of the formats this metarun reads."""
+    rerun = (f"To tabulate it, delete it and run the same command again in {path.parent} (a checkpoint of the "
+             "same config is evaluated again without training), or leave that folder out.")
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ResultsError(f"{path} cannot be read as a results file ({e}). {rerun}") from None
+    if not isinstance(record, dict):
+        raise ResultsError(f"{path} holds a JSON {type(record).__name__}, not a results record. {rerun}")
+    fmt, writer = record.get("format"), record.get("metarun", "an unknown version")
+    if fmt not in READABLE_FORMATS:
+        newer = isinstance(fmt, int) and fmt > max(READABLE_FORMATS)
+        what = "no format number" if fmt is None else f"format {fmt!r}"
+        fix = (f"It was written by metarun {writer}, newer than this one ({__version__}): tabulate it with that "
+               "version or upgrade." if newer else rerun)
+        raise ResultsError(f"{path} has {what}; metarun {__version__} reads results format "
+                           f"{', '.join(map(str, READABLE_FORMATS))}. {fix}")
+    missing = [k for k in TABLE_KEYS if k not in record]
+    if missing:
+        raise ResultsError(f"{path} (format {fmt}) lacks {', '.join(missing)}, which every results file of that "
+                           f"format has; it was edited or cut short. {rerun}")
+    return record
+
+
 def load_runs(dirs: Iterable[Path]) -> pd.DataFrame:
-    """One record per run folder; jobs without results.json are kept with status failed or missing."""
+    """One record per run folder; jobs without results.json are kept with status failed or missing.
+
+    A results.json in a format this metarun cannot read raises ResultsError naming it.
+    """
     records = []
     for job in find_jobs(dirs):
         if (job / RESULTS).is_file():
-            record = {"status": "finished", **json.loads((job / RESULTS).read_text())}
+            record = {"status": "finished", **read_results(job / RESULTS)}
         else:
             record = unfinished(job)
         record["run_dir"] = str(job)

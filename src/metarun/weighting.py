@@ -14,19 +14,35 @@ def uniform(updates: Params) -> Tensor:
     return torch.full((t,), 1.0 / t, dtype=next(iter(updates.values())).dtype)
 
 
+class WeightingError(ValueError):
+    """Weights that cannot be computed for this meta-batch; the message says why and what to change."""
+
+
 def agreement(updates: Params) -> Tensor:
     """Gradient agreement, Eshratifar et al. 2018, eq. 13.
 
     w_i = sum_j g_i.g_j / sum_k |sum_j g_k.g_j|. A task whose displacement disagrees with
-    the batch's sum gets a negative weight, and sum_i |w_i| = 1. When every g is zero the
-    ratio is 0/0; the weights fall back to uniform.
+    the batch's sum gets a negative weight, and sum_i |w_i| = 1.
+
+    When every s_i is zero (every g is zero, or the g cancel exactly) the ratio is 0/0 and the
+    tasks cannot be told apart. That is an error, not a quiet fall-back to uniform weights:
+    results labelled `agreement` must have been weighted by agreement, and in practice it only
+    happens when no inner loop moves the parameters, a set-up to fix rather than to average over.
     """
     g = flatten(updates)
     s = g @ g.sum(dim=0)  # s_i = sum_j g_i.g_j without forming the T x T Gram matrix
     total = s.abs().sum()
     if total == 0:
-        return uniform(updates)
+        raise WeightingError(_undefined(g))
     return s / total
+
+
+def _undefined(g: Tensor) -> str:
+    what = "every task's vector is exactly zero" if not g.any() else "the tasks' vectors sum to exactly zero"
+    return (f"`weighting=agreement` cannot weigh this meta-batch of {g.shape[0]} tasks: {what}, so the weights "
+            "s_i / sum_k |s_k| are 0/0 and no task can be told from another. Check that the inner loop moves the "
+            "parameters (`inner.lr`, `inner.steps`), compare other vectors with `weighting.vectors=...`, or use "
+            "`weighting=uniform`.")
 
 
 WEIGHTINGS = {"uniform": uniform, "agreement": agreement}

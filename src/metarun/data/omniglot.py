@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from tqdm import tqdm
 
@@ -115,7 +115,9 @@ def decode(data: bytes, size: int, where: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             small = image.convert("L").resize((size, size), Image.Resampling.LANCZOS)
     except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{where} is not a readable PNG ({e}). The dataset copy is corrupt: replace it. "
+        # PIL's own text for an unknown format ends in the repr of the in-memory buffer: no use to anyone.
+        reason = "not an image format PIL knows" if isinstance(e, UnidentifiedImageError) else e
+        raise DataError(f"{where} is not a readable PNG ({reason}). The dataset copy is corrupt: replace it. "
                         f"{HOW_TO_GET}") from None
     return 255 - np.asarray(small, dtype=np.uint8)
 

@@ -1,0 +1,344 @@
+"""A catalogue of bad inputs, each given to the `metarun` (or `metarun-table`) command as a user would.
+
+Every case asserts the answer: a non-zero exit code, one paragraph (`metarun: error: ...`, the last
+thing printed, no traceback) that names the setting or file and the fix, and nothing partial left
+behind: no run folder for a run that never started, no results.json or scores.csv, no cache file, an
+existing checkpoint untouched. The commands run in forked processes (tests/forkrun.py), so the
+catalogue costs seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from forkrun import Result
+from test_miniimagenet import Data, write_csv
+from test_omniglot import DATA, FIRST, ROOT, rezip
+
+TINY = ["train.iterations=3", "train.meta_batch=2", "train.eval_every=2", "eval.tasks=6", "eval.val_tasks=4",
+        "eval.chunk=4", "device=cpu"]
+OMNIGLOT = ["data=omniglot", "train.iterations=2", "train.meta_batch=2", "train.queries=2", "eval.tasks=4",
+            "eval.val_tasks=0", "eval.chunk=4", "eval.steps=1", "device=cpu"]
+
+
+def refused(out: Result, code: int, *phrases: str, prog: str = "metarun") -> str:
+    """The run stopped with `code` and one paragraph holding every phrase (the setting or file, and the fix)."""
+    message = out.error(prog)
+    assert out.returncode == code, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    for phrase in phrases:
+        assert phrase in message, message
+    return message
+
+
+def never_started(run_dir: Path) -> None:
+    assert not run_dir.exists(), sorted(run_dir.rglob("*"))
+
+
+def no_results(run_dir: Path) -> None:
+    assert not (run_dir / "results.json").exists() and not (run_dir / "scores.csv").exists()
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def no_cache(cache: Path) -> None:
+    assert not cache.exists() or not [p for p in cache.rglob("*") if p.is_file()]
+
+
+# ---- the command line -----------------------------------------------------------------------------------------
+
+CONFIG = [
+    pytest.param(["algo=mammal"], ["`algo=mammal` is not an option of the config group `algo` (did you mean "
+                                   "`algo=maml`?)", "Valid options: cavia, convex_imaml, convex_maml, fomaml, imaml, "
+                                   "maml, reptile."], id="unknown-group-option"),
+    pytest.param(["train.iteratons=5"], ["`train.iteratons` is not a setting: `train` has no key `iteratons` (did "
+                                         "you mean `train.iterations`?)", "Fix the spelling"], id="misspelt-key"),
+    pytest.param(["weightng=agreement"], ["`weightng` is not a setting", "(did you mean `weighting`?)"],
+                 id="misspelt-group"),
+    pytest.param(["train.iterations=many"], ["`train.iterations=many` has the wrong type: Value 'many' of type 'str' "
+                                             "could not be converted to Integer", "`train.iterations` takes a whole "
+                                             "number, e.g. `train.iterations=3`"], id="wrong-type-int"),
+    pytest.param(["eval.transductive=maybe"], ["`eval.transductive=maybe` has the wrong type", "takes true or false, "
+                                               "e.g. `eval.transductive=true`"], id="wrong-type-bool"),
+    pytest.param(["train.iterations=(("], ["`train.iterations=((` is not a valid override", "key=value"],
+                 id="override-syntax"),
+    pytest.param(["shots=0"], ["`shots=0` is invalid", "must be greater than 0", "Set e.g. `shots=1`"],
+                 id="zero-shots"),
+    pytest.param(["queries=-1"], ["`queries=-1` is invalid", "Set e.g. `queries=15`"], id="negative-queries"),
+    pytest.param(["train.shots=0"], ["`train.shots=0` is invalid", "or set e.g. `train.shots=10`"],
+                 id="zero-training-shots"),
+    pytest.param(["inner.steps=0"], ["`inner.steps=0` is invalid", "Set e.g. `inner.steps=5`"],
+                 id="zero-inner-steps"),
+    pytest.param(["eval.steps=-2"], ["`eval.steps=-2` is invalid", "Set e.g. `eval.steps=5`"],
+                 id="negative-test-steps"),
+    pytest.param(["outer.lr=0"], ["`outer.lr=0.0` is invalid: a learning rate must be greater than 0",
+                                  "Set e.g. `outer.lr=0.01`"], id="zero-outer-lr"),
+    pytest.param(["inner.lr=-0.1"], ["`inner.lr=-0.1` is invalid", "Set e.g. `inner.lr=0.01`"],
+                 id="negative-inner-lr"),
+    pytest.param(["eval.tasks=1"], ["`eval.tasks=1` is too few", "Set `eval.tasks=1000`"], id="one-test-task"),
+    pytest.param(["device=cuda"], ["`device=cuda` was asked for, but this machine has no usable CUDA GPU",
+                                   "Use `device=cpu`"], id="cuda-without-a-gpu"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "phrases"), CONFIG)
+def test_bad_setting(forker, tmp_path, overrides, phrases):
+    run_dir = tmp_path / "run"
+    refused(forker.run(*TINY, *overrides, f"hydra.run.dir={run_dir}"), 2, *phrases)
+    never_started(run_dir)
+
+
+# ---- data ------------------------------------------------------------------------------------------------------
+
+def omniglot(forker, tmp_path: Path, root: Path, *overrides: str) -> Result:
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    out = forker.run(*OMNIGLOT, f"data.root={root}", f"data.cache_dir={cache}", *overrides,
+                     f"hydra.run.dir={run_dir}")
+    never_started(run_dir)
+    no_cache(cache)
+    return out
+
+
+def test_ways_larger_than_the_classes(forker, tmp_path):
+    out = omniglot(forker, tmp_path, DATA, "ways=5000")
+    refused(out, 2, "`ways=5000` asks for more classes per task than the Omniglot train split has (4800)",
+            "Set `ways` to at most 4800.")
+
+
+def test_shots_and_queries_larger_than_the_images_per_class(forker, tmp_path):
+    out = omniglot(forker, tmp_path, DATA, "shots=5", "queries=16")
+    refused(out, 2, "`shots=5` + `queries=16` = 21 images per class, but every Omniglot class has 20 images",
+            "Lower `queries` (or `shots`) so that they add up to at most 20.")
+
+
+def test_missing_data_root(forker, tmp_path):
+    root = tmp_path / "nowhere"
+    refused(omniglot(forker, tmp_path, root), 2, f"`data.root={root}` does not exist.",
+            "Get images_background.zip and images_evaluation.zip from https://github.com/brendenlake/omniglot")
+
+
+def test_empty_data_folder(forker, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    refused(omniglot(forker, tmp_path, root), 2,
+            f"`data.root={root}` has no images_background or images_evaluation", "point `data.root`")
+
+
+def data_root(tmp_path: Path, background: bytes | None = None) -> Path:
+    """A data.root with the real evaluation archive and, if given, these bytes as the background archive."""
+    root = tmp_path / "data"
+    root.mkdir()
+    os.symlink(DATA / "images_evaluation.zip", root / "images_evaluation.zip")
+    if background is not None:
+        (root / "images_background.zip").write_bytes(background)
+    return root
+
+
+def test_truncated_archive(forker, tmp_path):
+    root = data_root(tmp_path, (DATA / "images_background.zip").read_bytes()[:1_000_000])
+    refused(omniglot(forker, tmp_path, root), 2,
+            f"{root / 'images_background.zip'} is not a readable zip archive",
+            "it is probably truncated or corrupt. Delete it and download it again.")
+
+
+def test_corrupt_png(forker, tmp_path):
+    root = data_root(tmp_path)
+    rezip(DATA / "images_background.zip", root / "images_background.zip", {FIRST: b"\x89PNG\r\n\x1a\n not really"})
+    refused(omniglot(forker, tmp_path, root), 2, f"{root / 'images_background.zip'}: {FIRST} is not a readable PNG",
+            "The dataset copy is corrupt: replace it.")
+
+
+def test_split_file_naming_a_character_that_does_not_exist(forker, tmp_path):
+    splits = tmp_path / "splits"
+    shutil.copytree(ROOT / "src/metarun/splits/omniglot", splits)
+    with open(splits / "test.txt", "a") as f:
+        f.write("Klingon/character01\n")
+    out = omniglot(forker, tmp_path, DATA, f"data.split_dir={splits}")
+    refused(out, 2, f"the split file {splits / 'test.txt'} names 1 character(s) that are not in the data (e.g. "
+                    "'Klingon/character01')", "Fix the file, or leave `data.split_dir` empty for the packaged splits.")
+
+
+def miniimagenet(forker, tmp_path: Path, data: Data) -> Result:
+    run_dir = tmp_path / "run"
+    out = forker.run("data=miniimagenet", f"data.root={data.folder}", f"data.split_dir={data.split_dir}",
+                     f"data.cache_dir={data.cache}", "ways=5", "shots=1", "queries=2", "model.filters=4",
+                     *TINY, f"hydra.run.dir={run_dir}")
+    never_started(run_dir)
+    no_cache(data.cache)
+    return out
+
+
+def test_miniimagenet_csv_with_wrong_columns(forker, tmp_path):
+    data = Data(tmp_path / "mini")
+    path = data.split_dir / "val.csv"
+    write_csv(path, data.rows["val"], header=("file", "class"))
+    refused(miniimagenet(forker, tmp_path, data), 2,
+            f"the split file {path} has columns ['file', 'class']; expected ['filename', 'label']",
+            "Fix the file, or leave `data.split_dir` empty")
+
+
+def test_corrupt_jpeg(forker, tmp_path):
+    data = Data(tmp_path / "mini")
+    path = data.folder / "images" / data.rows["test"][-1][0]
+    path.write_bytes(path.read_bytes()[:200])  # cut short, as an interrupted copy leaves it
+    refused(miniimagenet(forker, tmp_path, data), 2, f"{path} is not a readable image",
+            "The dataset copy is corrupt: replace that file.")
+
+
+# ---- the output folder ------------------------------------------------------------------------------------------
+
+def test_output_folder_that_cannot_be_made(forker, tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the output folder should go\n")
+    out = forker.run(*TINY, f"hydra.run.dir={blocker}/run")
+    refused(out, 1, f"cannot write {blocker}/run (Not a directory)",
+            "choose another folder with `hydra.run.dir=...`")
+    assert blocker.read_text() == "a file where the output folder should go\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_read_only_output_folder(forker, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    out = forker.run(*TINY, f"hydra.run.dir={locked}/run")
+    refused(out, 1, f"cannot write {locked}/run (Permission denied)", "The folder is not writable by you")
+    assert not list(locked.iterdir())
+
+
+# ---- training that cannot go on ---------------------------------------------------------------------------------
+
+LONGER = ["train.iterations=12", "train.meta_batch=2", "train.eval_every=0", "train.checkpoint_every=3",
+          "eval.tasks=4", "eval.val_tasks=0", "device=cpu"]
+
+
+def last_logged(run_dir: Path) -> int:
+    return max(int(line.split(",")[0]) for line in (run_dir / "metrics.csv").read_text().splitlines()[1:])
+
+
+def test_loss_becomes_nan(forker, tmp_path):
+    run_dir = tmp_path / "run"
+    out = forker.run(*LONGER, f"hydra.run.dir={run_dir}",
+                     patch=("poison_sample", {"split": "train", "call": 8, "value": math.nan}))
+    refused(out, 1, "training diverged at iteration 8: the combined meta-gradient is not finite",
+            "lower `inner.lr` or `outer.lr`, and run in a new folder",
+            f"{run_dir / 'checkpoint.pt'} from iteration 6, the last finite state saved")
+    no_results(run_dir)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert state["iteration"] == 6 and all(torch.isfinite(p).all() for p in state["params"].values())
+    assert last_logged(run_dir) == 7
+
+
+def test_loss_becomes_infinite_before_any_checkpoint(forker, tmp_path):
+    run_dir = tmp_path / "run"
+    out = forker.run(*LONGER, f"hydra.run.dir={run_dir}",
+                     patch=("poison_sample", {"split": "train", "call": 2, "value": math.inf}))
+    refused(out, 1, "training diverged at iteration 2", "no checkpoint: none was saved before it",
+            "`train.checkpoint_every`")
+    no_results(run_dir)
+    assert not (run_dir / "checkpoint.pt").exists() and last_logged(run_dir) == 1
+
+
+def test_agreement_weighting_with_every_vector_zero(forker, tmp_path):
+    run_dir = tmp_path / "run"
+    out = forker.run(*TINY, "weighting=agreement", f"hydra.run.dir={run_dir}", patch=("zero_agreement_vectors", {}))
+    refused(out, 1, "`weighting=agreement` cannot weigh this meta-batch of 2 tasks: every task's vector is exactly "
+                    "zero", "are 0/0", "or use `weighting=uniform`", "No results were written.")
+    no_results(run_dir)
+
+
+# ---- resuming ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished(forker, tmp_path_factory) -> Path:
+    """A finished tiny run: its checkpoint and results.json are copied into the cases below."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    out = forker.run(*TINY, f"hydra.run.dir={run_dir}")
+    assert out.returncode == 0, out.stderr
+    return run_dir
+
+
+def with_checkpoint(tmp_path: Path, data: bytes) -> Path:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(data)
+    return run_dir
+
+
+def test_checkpoint_from_another_config(forker, tmp_path, finished):
+    data = (finished / "checkpoint.pt").read_bytes()
+    run_dir = with_checkpoint(tmp_path, data)
+    out = forker.run(*TINY, "inner.lr=0.02", f"hydra.run.dir={run_dir}")
+    refused(out, 2, f"{run_dir / 'checkpoint.pt'} (iteration 3) was written by a run with a different config "
+                    "(eval.lr, inner.lr differ)", "Run the same command as before to continue it, choose another "
+                    "folder (hydra.run.dir=...), or delete the checkpoint to start over.")
+    no_results(run_dir)
+    assert (run_dir / "checkpoint.pt").read_bytes() == data
+
+
+@pytest.mark.parametrize("cut", [pytest.param(None, id="garbage"), pytest.param(0.5, id="truncated")])
+def test_corrupt_checkpoint(forker, tmp_path, finished, cut):
+    whole = (finished / "checkpoint.pt").read_bytes()
+    data = b"not a checkpoint" if cut is None else whole[: int(len(whole) * cut)]
+    run_dir = with_checkpoint(tmp_path, data)
+    out = forker.run(*TINY, f"hydra.run.dir={run_dir}")
+    refused(out, 2, f"{run_dir / 'checkpoint.pt'} cannot be read as a metarun checkpoint",
+            "Delete it to start this run over, or run in another folder.")
+    no_results(run_dir)
+    assert (run_dir / "checkpoint.pt").read_bytes() == data
+
+
+# ---- tables -----------------------------------------------------------------------------------------------------
+
+def no_table(folder: Path) -> None:
+    assert not list(folder.glob("table.*"))
+
+
+def test_table_of_a_folder_without_runs(forker, tmp_path):
+    (tmp_path / "notes.txt").write_text("no runs here\n")
+    out = forker.run(str(tmp_path), entry="table")
+    refused(out, 2, f"no results.json under {tmp_path}", "pass folders of finished runs", prog="metarun-table")
+    no_table(tmp_path)
+
+
+def sweep_with(tmp_path: Path, finished: Path, change) -> Path:
+    """A folder of two runs: one as written now, one whose results.json `change` rewrote."""
+    for name in ("good", "other"):
+        shutil.copytree(finished, tmp_path / name, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    path = tmp_path / "other" / "results.json"
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+    return path
+
+
+@pytest.mark.parametrize(("change", "phrases"), [
+    pytest.param(lambda r: r.pop("format"), ["has no format number; metarun 0.1.0 reads results format 1",
+                                             "delete it and run the same command again in"], id="no-format"),
+    pytest.param(lambda r: r.update(format=0), ["has format 0; metarun 0.1.0 reads results format 1",
+                                                "(a checkpoint of the same config is evaluated again without "
+                                                "training), or leave that folder out"], id="older-format"),
+    pytest.param(lambda r: r.update(format=2, metarun="9.9"), ["has format 2", "It was written by metarun 9.9, "
+                                                               "newer than this one (0.1.0)"], id="newer-format"),
+    pytest.param(lambda r: r.pop("mean"), ["(format 1) lacks mean", "it was edited or cut short"],
+                 id="cut-short"),
+])
+def test_table_with_a_results_file_it_cannot_read(forker, tmp_path, finished, change, phrases):
+    path = sweep_with(tmp_path, finished, change)
+    out = forker.run(str(tmp_path), entry="table")
+    refused(out, 2, f"{path} ", *phrases, prog="metarun-table")
+    no_table(tmp_path)
+
+
+def test_rerun_in_a_folder_with_an_older_results_file(forker, tmp_path, finished):
+    path = sweep_with(tmp_path, finished, lambda r: r.pop("format"))
+    before = path.read_bytes()
+    out = forker.run(*TINY, f"hydra.run.dir={path.parent}")
+    refused(out, 2, f"{path} has no format number", "delete it and run the same command again")
+    assert path.read_bytes() == before
