@@ -23,9 +23,9 @@ peak_mb, extra_mb and the ratios), then the same as a table on stderr.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,9 +44,30 @@ SETTINGS = {
 }
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def processes() -> list[str]:
+    """This process and its worker processes (exec.workers), as /proc entries."""
+    import multiprocessing
+
+    return ["self", *(str(p.pid) for p in multiprocessing.active_children())]
+
+
+def memory_mb(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (peak resident since the last reset), summed over processes(), in MB.
+
+    The sum counts pages the processes share (torch's libraries) once per process: an upper bound.
+    """
+    total = 0
+    for pid in processes():
+        with open(f"/proc/{pid}/status") as f:
+            total += int(next(line.split()[1] for line in f if line.startswith(field + ":")))
+    return total / 1024
+
+
+def reset_peak() -> None:
+    """Start VmHWM afresh from the current RSS (Linux), so the peak is the timed steps' own."""
+    for pid in processes():
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
 
 
 def compose(variant: str, meta_batch: int, overrides: list[str]):
@@ -64,14 +85,24 @@ def compose(variant: str, meta_batch: int, overrides: list[str]):
 
 
 def measure(step, sample, device, repeats: int, warmup: int) -> dict:
-    """Median seconds per call of step(sample()), the share spent sampling, and peak memory."""
+    """Median seconds per call of step(sample()), the share spent sampling, and memory.
+
+    peak_mb is the process's peak during the timed steps (CPU: resident set; CUDA: allocated);
+    work_mb is that peak above the memory resting between steps, after warm-up, so one-time
+    library initialisation (e.g. torch.func's, about 115 MB) counts in neither kind's work.
+    """
     import torch
 
-    before = rss_mb()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     for _ in range(warmup):
         step(sample())
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        rest = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        reset_peak()
+        rest = memory_mb("VmRSS")
     times, sampling = [], []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -84,54 +115,65 @@ def measure(step, sample, device, repeats: int, warmup: int) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
         sampling.append(sampled - start)
-    if device.type == "cuda":
-        peak = extra = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        extra = peak - before
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else memory_mb("VmHWM")
     median = statistics.median(times)
     return {"s_per_iter": round(median, 5), "sample_fraction": round(statistics.median(sampling) / median, 4),
-            "peak_mb": round(peak, 1), "extra_mb": round(extra, 1)}
+            "peak_mb": round(peak, 1), "work_mb": round(peak - rest, 1)}
 
 
-def child(kind: str, variant: str, meta_batch: int, repeats: int, warmup: int, overrides: list[str]) -> dict:
+def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
     import torch
 
     from metarun.train import build
 
-    cfg = compose(variant, meta_batch, overrides)
+    meta_batch = args.meta_batch
+    cfg = compose(variant, meta_batch, args.overrides)
     device, source, model, algorithm, objective = build(cfg)
     generator = torch.Generator().manual_seed(0)
 
     def sample():
         return source.sample("train", meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries, generator).to(device)
 
-    step = {"metarun": metarun_step, "l2l": l2l_step, "floor": floor_step}[kind](cfg, model, algorithm, objective)
-    row = measure(step, sample, device, repeats, warmup)
+    steps = {"metarun": metarun_step, "l2l": l2l_step, "floor": floor_step, "floor-task": floor_task_step}
+    step = steps[kind](cfg, model, algorithm, objective, args)
+    row = measure(step, sample, device, args.repeats, args.warmup)
     algo, steps = variant.split(":")
     return {"variant": variant, "kind": kind, "algo": algo, "inner_steps": int(steps), "meta_batch": meta_batch,
             "data": cfg.data.name, "model": cfg.model._target_.rsplit(".", 1)[-1],
-            "exec_mode": cfg.exec.mode if kind == "metarun" else kind, "exec_chunk": cfg.exec.chunk,
+            "exec_mode": exec_label(cfg) if kind == "metarun" else kind, "exec_chunk": cfg.exec.chunk,
             "device": str(device), "tasks_per_s": round(meta_batch / row["s_per_iter"], 2), **row,
-            "repeats": repeats, "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "diagnose": args.diagnose, "repeats": args.repeats, "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
 
 
-def metarun_step(cfg, model, algorithm, objective):
-    from metarun.algorithms import task_grads
+def exec_label(cfg) -> str:
+    return cfg.exec.mode + (f"+{cfg.exec.workers}w" if cfg.exec.workers else "")
+
+
+def metarun_step(cfg, model, algorithm, objective, args):
+    """One training step's computation, through the same executor the training loop uses."""
+    import contextlib
+
+    from omegaconf import OmegaConf
+
     from metarun.functional import detached, weighted_sum
-    from metarun.train import agreement_vectors
+    from metarun.train import agreement_vectors, task_executor
     from metarun.weighting import weights
 
     vectors = agreement_vectors(cfg, algorithm)
+    stack = contextlib.ExitStack()  # the worker pool, if any, lives as long as the child
+    run_tasks = stack.enter_context(task_executor(cfg, OmegaConf.to_container(cfg, resolve=True), algorithm,
+                                                  objective))
 
     def step(episode):
-        grads = task_grads(algorithm, detached(model), objective, episode, cfg.exec.mode, cfg.exec.chunk)
+        grads = run_tasks(detached(model), episode, args.diagnose)
         return weighted_sum(weights(cfg.weighting.name, getattr(grads, vectors)), grads.meta_grads)
 
+    step.resources = stack  # unreferenced, the stack would close the pool
     return step
 
 
-def l2l_step(cfg, model, algorithm, objective):
+def l2l_step(cfg, model, algorithm, objective, args):
     """learn2learn's MAML as its examples use it: clone, adapt K times, query loss, backward."""
     import learn2learn as l2l
 
@@ -151,28 +193,55 @@ def l2l_step(cfg, model, algorithm, objective):
     return step
 
 
-def floor_step(cfg, model, algorithm, objective):
-    """Supervised training's cost for as many images: one batched forward+backward."""
+def floor_images(cfg, episode):
+    """Per task: the support set once per inner step, then the query set, as one batch each."""
     import torch
 
+    sx, sy, qx, qy = episode
+    reps = cfg.inner.steps
+    x = torch.cat([sx.repeat(1, reps, *[1] * (sx.dim() - 2)), qx], dim=1)
+    y = torch.cat([sy.repeat(1, reps, *[1] * (sy.dim() - 2)), qy], dim=1)
+    return x, y
+
+
+def floor_step(cfg, model, algorithm, objective, args):
+    """The issue's floor: one batched forward+backward over all of a meta-iteration's images."""
+
     def step(episode):
-        sx, sy, qx, qy = episode
-        reps = cfg.inner.steps
-        x = torch.cat([sx.flatten(0, 1).repeat(reps, *[1] * (sx.dim() - 2)), qx.flatten(0, 1)])
-        y = torch.cat([sy.flatten(0, 1).repeat(reps, *[1] * (sy.dim() - 2)), qy.flatten(0, 1)])
+        x, y = floor_images(cfg, episode)
         model.zero_grad()
-        objective.criterion(model(x), y).backward()
+        objective.criterion(model(x.flatten(0, 1)), y.flatten(0, 1)).backward()
+
+    return step
+
+
+def floor_task_step(cfg, model, algorithm, objective, args):
+    """The same images in one forward+backward per task: on CPU smaller batches stay in cache,
+    so this floor can be the lower one (reported beside the one-batch floor, never instead)."""
+
+    def step(episode):
+        x, y = floor_images(cfg, episode)
+        model.zero_grad()
+        for xi, yi in zip(x, y, strict=True):
+            (objective.criterion(model(xi), yi) / len(x)).backward()
 
     return step
 
 
 def run_child(kind: str, variant: str, args: argparse.Namespace, overrides: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--child", f"{kind}/{variant}", "--meta-batch", str(args.meta_batch),
-           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--", *overrides]
+           "--repeats", str(args.repeats), "--warmup", str(args.warmup), *(["--diagnose"] * args.diagnose),
+           "--", *overrides]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         return {"variant": variant, "kind": kind, "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def mode_overrides(mode: str) -> list[str]:
+    """`loop` or `vmap`, optionally with `+Nw` for N worker processes (e.g. `loop+2w`)."""
+    name, _, workers = mode.partition("+")
+    return [f"exec.mode={name}", *([f"exec.workers={workers.rstrip('w')}"] if workers else [])]
 
 
 def data_overrides(setting: str) -> list[str]:
@@ -183,26 +252,51 @@ def data_overrides(setting: str) -> list[str]:
 
 def ratios(rows: list[dict], baseline: str) -> None:
     measured = [r for r in rows if "error" not in r]
-    base = next((r for r in measured if r["kind"] == "metarun" and r["variant"] == baseline), None)
+
+    def find(kind: str, **match) -> dict | None:
+        return next((x for x in measured if x["kind"] == kind and all(x[k] == v for k, v in match.items())), None)
+
+    base = find("metarun", variant=baseline)
     for r in measured:
         if r["kind"] != "metarun":
             continue
         if base:
             r["speed_vs_baseline"] = round(r["tasks_per_s"] / base["tasks_per_s"], 3)
-        l2l = next((x for x in measured if x["kind"] == "l2l" and x["variant"] == r["variant"]), None)
+        l2l = find("l2l", variant=r["variant"])
         if l2l:
             r["speed_vs_l2l"] = round(r["tasks_per_s"] / l2l["tasks_per_s"], 3)
             r["rss_vs_l2l"] = round(r["peak_mb"] / l2l["peak_mb"], 3)
-        floor = next((x for x in measured if x["kind"] == "floor" and x["inner_steps"] == r["inner_steps"]), None)
-        if floor:
-            r["time_vs_floor"] = round(r["s_per_iter"] / floor["s_per_iter"], 3)
+            r["work_vs_l2l"] = round(r["work_mb"] / l2l["work_mb"], 3)
+        for kind, key in (("floor", "time_vs_floor"), ("floor-task", "time_vs_floor_task")):
+            floor = find(kind, inner_steps=r["inner_steps"])
+            if floor:
+                r[key] = round(r["s_per_iter"] / floor["s_per_iter"], 3)
+
+
+COLUMNS = (("tasks/s", "tasks_per_s"), ("s/iter", "s_per_iter"), ("sample", "sample_fraction"),
+           ("peak MB", "peak_mb"), ("work MB", "work_mb"), ("vs l2l", "speed_vs_l2l"),
+           ("rss/l2l", "rss_vs_l2l"), ("work/l2l", "work_vs_l2l"), ("/floor", "time_vs_floor"),
+           ("/floor-t", "time_vs_floor_task"))
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'variant':<12}{'kind/mode':<14}" + "".join(f"{h:>9}" for h, _ in COLUMNS), file=sys.stderr)
+    for r in rows:
+        if "error" in r:
+            print(f"{r['variant']:<12}{r['kind']:<14} error: {r['error']}", file=sys.stderr)
+            continue
+        print(f"{r['variant']:<12}{r['exec_mode']:<14}" + "".join(f"{r.get(k, ''):>9}" for _, k in COLUMNS),
+              file=sys.stderr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="omniglot")
     parser.add_argument("--variants", help="comma-separated algo:inner_steps (default: the setting's)")
-    parser.add_argument("--modes", default="loop,vmap", help="metarun exec.mode values to measure")
+    parser.add_argument("--modes", default="loop,vmap",
+                        help="execution modes: exec.mode values, each optionally +Nw for N workers (e.g. loop+2w)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="time logging iterations (with the query losses before/after adaptation)")
     parser.add_argument("--baseline", help="the variant speed_vs_baseline is taken against (default: the first)")
     parser.add_argument("--meta-batch", type=int)
     parser.add_argument("--repeats", type=int, default=5)
@@ -216,14 +310,14 @@ def main() -> None:
     args.meta_batch = args.meta_batch or setting["meta_batch"]
     if args.child:
         kind, variant = args.child.split("/")
-        print(json.dumps(child(kind, variant, args.meta_batch, args.repeats, args.warmup, args.overrides)))
+        print(json.dumps(child(kind, variant, args)))
         return
 
     variants = (args.variants or setting["variants"]).split(",")
     base_overrides = [*setting["overrides"], *data_overrides(args.setting), *args.overrides]
     rows = []
     for mode in args.modes.split(","):
-        rows += [run_child("metarun", v, args, [*base_overrides, f"exec.mode={mode}"]) for v in variants]
+        rows += [run_child("metarun", v, args, [*base_overrides, *mode_overrides(mode)]) for v in variants]
     if not args.no_l2l:
         try:
             import learn2learn  # noqa: F401
@@ -234,19 +328,11 @@ def main() -> None:
                      ("maml", "fomaml")]
     if not args.no_floor:
         for steps in sorted({v.split(":")[1] for v in variants}, key=int):
-            rows.append(run_child("floor", f"fomaml:{steps}", args, base_overrides))
+            rows += [run_child(kind, f"fomaml:{steps}", args, base_overrides) for kind in ("floor", "floor-task")]
     ratios(rows, args.baseline or variants[0])
     for r in rows:
         print(json.dumps(r), flush=True)
-    print(f"{'variant':<14}{'kind/mode':<10}{'tasks/s':>9}{'s/iter':>9}{'sample':>8}{'peak MB':>9}"
-          f"{'vs l2l':>8}{'mem/l2l':>8}{'/floor':>8}", file=sys.stderr)
-    for r in rows:
-        if "error" in r:
-            print(f"{r['variant']:<14}{r['kind']:<10} error: {r['error']}", file=sys.stderr)
-            continue
-        print(f"{r['variant']:<14}{r['exec_mode']:<10}{r['tasks_per_s']:>9}{r['s_per_iter']:>9}"
-              f"{r['sample_fraction']:>8}{r['peak_mb']:>9}{r.get('speed_vs_l2l', ''):>8}"
-              f"{r.get('rss_vs_l2l', ''):>8}{r.get('time_vs_floor', ''):>8}", file=sys.stderr)
+    print_table(rows)
 
 
 if __name__ == "__main__":

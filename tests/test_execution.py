@@ -94,3 +94,32 @@ def test_evaluation_predictions_are_the_same_batched_or_not(name):
     algo = ALGOS[name]()
     args = (algo, theta, loss, lambda p, y: ((p - y) ** 2).mean(dim=(1, 2)), [episode], 3, 0.05, torch.device("cpu"))
     torch.testing.assert_close(evaluate(*args, mode="vmap"), evaluate(*args, mode="loop"), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["loop", "vmap"])
+@pytest.mark.parametrize("name", ALGOS)
+def test_skipping_diagnostics_changes_no_gradient(name, mode):
+    # Training skips the pre-adaptation query pass on iterations that do not log.
+    theta, loss, episode = problem(torch.float64, name)
+    algo = ALGOS[name]()
+    full = task_grads(algo, theta, loss, episode, mode, diagnose=True)
+    lean = task_grads(algo, theta, loss, episode, mode, diagnose=False)
+    for field in ("meta_grads", "updates"):
+        for k, v in getattr(full, field).items():
+            assert torch.equal(getattr(lean, field)[k], v)
+    assert "loss_before" not in lean.metrics
+    assert {k: v for k, v in full.metrics.items() if k in lean.metrics}.keys() == lean.metrics.keys()
+    for i in range(len(episode)):
+        sx, sy, qx, qy = (t[i] for t in episode)
+        before = algo.loss_before(theta, loss, qx, qy)
+        torch.testing.assert_close(full.metrics["loss_before"][i], before, rtol=1e-12, atol=0)
+        adapted = {k: theta[k] - full.updates[k][i] for k in theta}
+        if name != "cavia":  # CAVIA adapts its context, not theta
+            torch.testing.assert_close(full.metrics["loss_after"][i], loss(adapted, qx, qy), rtol=1e-10, atol=1e-12)
+
+
+def test_cavia_loss_before_is_the_zero_context_loss():
+    theta, loss, episode = problem(torch.float64, "cavia")
+    _, _, qx, qy = (t[0] for t in episode)
+    zero = torch.zeros(3, dtype=torch.float64)
+    assert ALGOS["cavia"]().loss_before(theta, loss, qx, qy) == loss(theta, qx, qy, context=zero)

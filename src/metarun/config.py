@@ -63,6 +63,7 @@ class OuterConfig:
 class ExecConfig:
     mode: str = "vmap"  # loop | vmap: how the tasks of a meta-batch run; same gradients either way
     chunk: int = 0  # vmap: tasks per vectorised call, 0 = all
+    workers: int = 0  # CPU: processes sharing each meta-batch's tasks, 0 = none (all in this process)
 
 
 @dataclass
@@ -262,7 +263,8 @@ def check(cfg: DictConfig) -> None:
         _positive(cfg, key, "a learning rate", f"Set e.g. `{key}=0.01`.")
     for key in ("train.iterations", "train.meta_batch", "eval.tasks", "eval.chunk"):
         _positive(cfg, key, "a count", f"Set `{key}` to a positive whole number.")
-    _non_negative(cfg, ("train.eval_every", "train.checkpoint_every", "eval.val_tasks", "exec.chunk"))
+    _non_negative(cfg, ("train.eval_every", "train.checkpoint_every", "eval.val_tasks", "exec.chunk",
+                        "exec.workers"))
     if cfg.logger not in ("csv", "tensorboard"):
         raise ConfigError(f"`logger={cfg.logger}` is unknown. Valid values: csv, tensorboard.")
     if cfg.eval.val_tasks == 1:

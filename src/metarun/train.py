@@ -3,8 +3,9 @@ meta-test on the fixed evaluation stream, write the results."""
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -14,15 +15,16 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from metarun import __version__, checkpoint
-from metarun.algorithms import Algorithm, task_grads
+from metarun.algorithms import Algorithm, TaskGrads, task_grads
 from metarun.config import ConfigError
 from metarun.evaluate import evaluate
-from metarun.functional import Objective, detached, weighted_sum
+from metarun.functional import Objective, Params, detached, weighted_sum
 from metarun.loggers import tensorboard_log
-from metarun.results import METRICS, RESULTS, MetricsLog, ci95, write_results, write_scores
+from metarun.results import METRICS, RESULTS, MetricsLog, ci95, read_results, write_results, write_scores
 from metarun.signals import Interrupted, stop_requests
-from metarun.tasks import fixed_stream
+from metarun.tasks import Episode, fixed_stream
 from metarun.weighting import weights
+from metarun.workers import TaskPool
 
 COLUMNS = (
     "iteration", "loss_before", "loss_after", "val_mean", "val_ci95",
@@ -33,15 +35,23 @@ COLUMNS = (
 class Diverged(RuntimeError):
     """The meta-gradient stopped being finite; the message says where and what to change."""
 
-    def __init__(self, iteration: int, losses: torch.Tensor, w: torch.Tensor, out_dir: Path) -> None:
-        worst = losses.abs().max().item()
+    def __init__(self, iteration: int, losses: torch.Tensor | None, w: torch.Tensor, out_dir: Path) -> None:
+        # Reptile computes no query loss on iterations that do not log.
+        worst = f"{losses.abs().max().item():.3g}" if losses is not None else "not computed"
         super().__init__(
             f"training diverged at iteration {iteration}: the combined meta-gradient is not finite "
-            f"(largest post-adaptation query loss in the batch: {worst:.3g}; largest task weight: "
+            f"(largest post-adaptation query loss in the batch: {worst}; largest task weight: "
             f"{w.abs().max().item():.3g}). Usually an inner loop blew up on one task: lower `inner.lr` "
-            f"or `outer.lr`. No results were written; {out_dir} keeps metrics.csv up to this iteration and "
-            "checkpoint.pt from the last finite state that was saved (see `train.checkpoint_every`), if any."
+            f"or `outer.lr`, and run in a new folder. No results were written; {out_dir} keeps metrics.csv of the "
+            f"iterations before it and {_last_good(out_dir)}."
         )
+
+
+def _last_good(out_dir: Path) -> str:
+    saved = checkpoint.saved_iteration(out_dir)
+    if saved is None:
+        return "no checkpoint: none was saved before it (`train.checkpoint_every` sets how often one is)"
+    return f"{out_dir / checkpoint.FILENAME} from iteration {saved}, the last finite state saved"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,6 +78,25 @@ def agreement_vectors(cfg: DictConfig, algo: Algorithm) -> str:
             "Use `weighting.vectors=meta_grads` (or `auto`)."
         )
     return vectors
+
+
+@contextmanager
+def task_executor(
+    cfg: DictConfig, config: dict, algo: Algorithm, objective: Objective
+) -> Iterator[Callable[[Params, Episode, bool], TaskGrads]]:
+    """The function that computes a meta-batch's TaskGrads: here, or in `exec.workers` processes."""
+    if not cfg.exec.workers:
+        yield lambda theta, episode, diagnose: task_grads(
+            algo, theta, objective, episode, cfg.exec.mode, cfg.exec.chunk, diagnose)
+        return
+    with TaskPool(config, cfg.exec.workers) as pool:
+        yield pool
+
+
+def check_execution(cfg: DictConfig, device: torch.device) -> None:
+    if cfg.exec.workers and device.type != "cpu":
+        raise ConfigError(f"`exec.workers={cfg.exec.workers}` shares tasks among CPU processes, but this run is on "
+                          f"{device}. Use `exec.workers=0` there (`exec.mode=vmap` batches the tasks on a GPU).")
 
 
 class Parts(NamedTuple):
@@ -112,11 +141,12 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     """
     finished = out_dir / RESULTS
     if finished.is_file():
-        record = json.loads(finished.read_text())
+        record = read_results(finished)
         return record, record.get("val_mean", record["mean"])
     config = OmegaConf.to_container(cfg, resolve=True)
     saved = checkpoint.resumable(out_dir, config)
     device, source, model, algo, objective = build(cfg)
+    check_execution(cfg, device)
     vectors = agreement_vectors(cfg, algo)
     params = dict(model.named_parameters())
     optimizer = instantiate(cfg.outer.optimizer)(params.values(), lr=cfg.outer.lr)
@@ -159,16 +189,17 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     board = tensorboard_log(cfg, out_dir)
     start = time.perf_counter()
     bar = tqdm(range(first, iterations + 1), desc=f"{algo.name}+{cfg.weighting.name}", disable=None)
-    with stop_requests() as stop:
+    with stop_requests() as stop, task_executor(cfg, config, algo, objective) as run_tasks:
         for it in bar:
             episode = source.sample("train", cfg.train.meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
                                     generator).to(device)
-            grads = task_grads(algo, detached(model), objective, episode, cfg.exec.mode, cfg.exec.chunk)
+            logging = it % cfg.train.log_every == 0 or it == iterations
+            grads = run_tasks(detached(model), episode, logging)
             w = weights(cfg.weighting.name, getattr(grads, vectors))
             combined = weighted_sum(w, grads.meta_grads)
             if not all(torch.isfinite(g).all() for g in combined.values()):
                 # Stop before the step: the parameters and the last checkpoint stay finite.
-                raise Diverged(it, grads.metrics["loss_after"], w, out_dir)
+                raise Diverged(it, grads.metrics.get("loss_after"), w, out_dir)
             for name, g in combined.items():
                 params[name].grad = g
             lr = optimizer.param_groups[0]["lr"]
@@ -176,7 +207,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
             schedule.step()
 
             row = {"iteration": it, "lr": lr}
-            if it % cfg.train.log_every == 0 or it == iterations:
+            if logging:
                 row |= {k: v.mean().item() for k, v in grads.metrics.items()}
                 row |= {"w_min": w.min().item(), "w_max": w.max().item(), "w_negative": int((w < 0).sum())}
                 bar.set_postfix(loss=f"{row['loss_after']:.4f}")
@@ -213,7 +244,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
         "val_mean": val, "seed": cfg.seed, "iterations": iterations,
         "meta_batch": cfg.train.meta_batch, "inner_steps": cfg.inner.steps, "inner_lr": cfg.inner.lr,
         "eval_steps": cfg.eval.steps, "eval_lr": cfg.eval.lr, "eval_seed": cfg.eval.seed,
-        "weighting_vectors": vectors, "exec_mode": cfg.exec.mode,
+        "weighting_vectors": vectors, "exec_mode": cfg.exec.mode, "exec_workers": cfg.exec.workers,
         "seconds": round(elapsed + time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
         "resumed_from": None if saved is None else saved["iteration"],
         "device": str(device), "torch": torch.__version__, "metarun": __version__,

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.func import vmap
 
 from metarun import inner
-from metarun.functional import Objective, Params
+from metarun.functional import Objective, Params, subtract
 from metarun.tasks import Episode
 
 
@@ -18,7 +18,7 @@ class TaskGrads(NamedTuple):
 
     meta_grads: Params  # d L_query(adapted_i) / d theta (Reptile: theta - phi_i)
     updates: Params  # g_i = theta - phi_i, the inner-loop displacement
-    metrics: dict[str, Tensor]  # [T] each: query loss before and after adaptation
+    metrics: dict[str, Tensor]  # [T] each: query loss after adaptation (and before, when diagnosed)
 
 
 TaskOutput = tuple[Params, Params, dict[str, Tensor]]
@@ -47,16 +47,44 @@ class Algorithm:
         return loss.predict_query(self.adapt(theta, loss, sx, sy, steps, lr), sx, qx)
 
     def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+        """Meta-gradient, update and metrics for one task. Metrics hold only what the meta-gradient
+        computes anyway (e.g. `loss_after`); `diagnostics` adds the rest on iterations that log."""
         raise NotImplementedError
+
+    def loss_before(self, theta: Params, loss: Objective, qx: Tensor, qy: Tensor) -> Tensor:
+        """Query loss of theta itself, before any adaptation."""
+        return loss(theta, qx, qy)
+
+    def diagnostics(self, theta: Params, loss: Objective, qx: Tensor, qy: Tensor, output: TaskOutput) -> TaskOutput:
+        """`output` with the query losses before and after adaptation, whichever it lacks.
+
+        These are extra query passes the meta-gradient does not need (a third of MAML's cost
+        per task on Omniglot), so the training loop asks for them only when it logs.
+        """
+        meta_grad, update, metrics = output
+        extra = {"loss_before": self.loss_before(theta, loss, qx, qy)}
+        if "loss_after" not in metrics:
+            extra["loss_after"] = loss(subtract(theta, update), qx, qy)
+        return meta_grad, update, {**extra, **metrics}
 
 
 def task_grads(
-    algo: Algorithm, theta: Params, loss: Objective, episode: Episode, mode: str = "loop", chunk: int = 0
+    algo: Algorithm,
+    theta: Params,
+    loss: Objective,
+    episode: Episode,
+    mode: str = "loop",
+    chunk: int = 0,
+    diagnose: bool = True,
 ) -> TaskGrads:
-    """Run `algo.task` on every task of the episode, in a Python loop or vectorised."""
+    """Run `algo.task` on every task of the episode, in a Python loop or vectorised.
+
+    `diagnose` adds the query losses before and after adaptation to every task's metrics.
+    """
 
     def one(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
-        return algo.task(theta, loss, sx, sy, qx, qy)
+        output = algo.task(theta, loss, sx, sy, qx, qy)
+        return algo.diagnostics(theta, loss, qx, qy, output) if diagnose else output
 
     if mode == "vmap":
         out = vmap(one, chunk_size=chunk or None)(*episode)

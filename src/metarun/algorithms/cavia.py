@@ -44,6 +44,8 @@ class CAVIA(Algorithm):
             return after, after
 
         meta_grad, after = grad(query_after_adaptation, has_aux=True)(theta)
-        zero = torch.zeros(self.context_size, dtype=after.dtype, device=after.device)
-        metrics = {"loss_before": loss(theta, qx, qy, context=zero), "loss_after": after}
-        return meta_grad, zeros_like(theta), metrics
+        return meta_grad, zeros_like(theta), {"loss_after": after}
+
+    def loss_before(self, theta: Params, loss: Objective, qx: Tensor, qy: Tensor) -> Tensor:
+        like = next(iter(theta.values()))
+        return loss(theta, qx, qy, context=torch.zeros(self.context_size, dtype=like.dtype, device=like.device))

@@ -88,5 +88,5 @@ class ConvexIMAML(Algorithm):
         (mixed,) = pullback(v)
         meta_grad = {**{k: query_body[k] - mixed[k] for k in body}, **_params(self.lam * v)}
         residual = support_grad + self.lam * (phi - _matrix(head))
-        metrics = {"loss_before": loss(theta, qx, qy), "loss_after": after, "inner_residual": residual.norm()}
+        metrics = {"loss_after": after, "inner_residual": residual.norm()}
         return meta_grad, subtract(theta, {**theta, **_params(phi)}), metrics

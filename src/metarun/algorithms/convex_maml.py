@@ -31,5 +31,4 @@ class ConvexMAML(Algorithm):
             return after, (after, adapted)
 
         meta_grad, (after, adapted) = grad(query_after_adaptation, has_aux=True)(theta)
-        metrics = {"loss_before": loss(theta, qx, qy), "loss_after": after}
-        return meta_grad, subtract(theta, {**theta, **adapted}), metrics
+        return meta_grad, subtract(theta, {**theta, **adapted}), {"loss_after": after}

@@ -14,5 +14,4 @@ class FOMAML(Algorithm):
     def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         phi = inner.sgd(theta, lambda p: loss(p, sx, sy), self.steps, self.lr)
         meta_grad, after = grad_and_value(lambda p: loss(p, qx, qy))(phi)
-        metrics = {"loss_before": loss(theta, qx, qy), "loss_after": after}
-        return meta_grad, subtract(theta, phi), metrics
+        return meta_grad, subtract(theta, phi), {"loss_after": after}

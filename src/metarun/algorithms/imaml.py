@@ -59,5 +59,4 @@ class IMAML(Algorithm):
         phi = self.adapt(theta, loss, sx, sy, self.steps, self.lr)
         query_grad, after = grad_and_value(lambda p: loss(p, qx, qy))(phi)
         meta_grad = self.meta_gradient(phi, loss, sx, sy, query_grad)
-        metrics = {"loss_before": loss(theta, qx, qy), "loss_after": after}
-        return meta_grad, subtract(theta, phi), metrics
+        return meta_grad, subtract(theta, phi), {"loss_after": after}

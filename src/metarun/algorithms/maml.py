@@ -20,5 +20,4 @@ class MAML(Algorithm):
             return after, (after, phi)
 
         meta_grad, (after, phi) = grad(query_after_adaptation, has_aux=True)(theta)
-        metrics = {"loss_before": loss(theta, qx, qy), "loss_after": after}
-        return meta_grad, subtract(theta, phi), metrics
+        return meta_grad, subtract(theta, phi), {"loss_after": after}

@@ -33,5 +33,5 @@ class Reptile(Algorithm):
     def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         phi = self.adapt(theta, loss, sx, sy, self.steps, self.lr)
         displacement = subtract(theta, phi)
-        metrics = {"loss_before": loss(theta, qx, qy), "loss_after": loss(phi, qx, qy)}
-        return displacement, displacement, metrics
+        # Reptile's update needs no query pass; `diagnostics` adds the query losses when logged.
+        return displacement, displacement, {}

@@ -1,0 +1,88 @@
+"""The tasks of a meta-batch shared among worker processes, each running whole tasks on its own cores.
+
+On a CPU one task's convolutions are too small to keep several cores busy through intra-op
+threads, and torch.func's transforms cannot run in several threads of one process. So with
+`exec.workers=N`, N processes each compute the TaskGrads of a contiguous share of the tasks,
+with the same code as in-process execution, and the shares are concatenated in task order:
+the weighting and the optimiser step stay in the training loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from metarun.algorithms import TaskGrads, task_grads
+from metarun.functional import Objective, Params
+from metarun.tasks import Episode
+
+_parts: dict[str, Any] = {}  # per worker process: what _init built from the run's config
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class TaskPool:
+    """`workers` processes that compute TaskGrads for shares of each meta-batch (CPU only)."""
+
+    def __init__(self, config: dict, workers: int) -> None:
+        threads = max(1, cores() // workers)
+        # spawn, not fork: a child forked after torch has started its thread pools can hang.
+        self.pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(config, threads))
+        self.workers = workers
+
+    def __call__(self, theta: Params, episode: Episode, diagnose: bool) -> TaskGrads:
+        n = len(episode)
+        bounds = [n * i // self.workers for i in range(self.workers + 1)]
+        shares = [type(episode)(*(t[a:b] for t in episode)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+                  if b > a]
+        parts = self.pool.starmap(_share, [(theta, share, diagnose) for share in shares])
+        return TaskGrads(*({k: torch.cat([p[j][k] for p in parts]) for k in parts[0][j]} for j in range(3)))
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+    def __enter__(self) -> TaskPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _init(config: dict, threads: int) -> None:
+    _die_with_parent()
+    # The training process handles stop requests and checkpoints; workers just stop when it does.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    cfg = OmegaConf.create(config)
+    model = instantiate(cfg.model)
+    source = instantiate(cfg.data)  # the constructor only records settings; no data is loaded
+    _parts.update(
+        algo=instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr),
+        objective=Objective(model, source.loss, cfg.eval.transductive),
+        mode=cfg.exec.mode, chunk=cfg.exec.chunk,
+    )
+
+
+def _share(theta: Params, episode: Episode, diagnose: bool) -> TaskGrads:
+    p = _parts
+    return task_grads(p["algo"], theta, p["objective"], episode, p["mode"], p["chunk"], diagnose)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the training process dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the pool's own shutdown still ends the workers
