@@ -140,14 +140,17 @@ def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
     algo, steps = variant.split(":")
     return {"variant": variant, "kind": kind, "algo": algo, "inner_steps": int(steps), "meta_batch": meta_batch,
             "data": cfg.data.name, "model": cfg.model._target_.rsplit(".", 1)[-1],
-            "exec_mode": exec_label(cfg) if kind == "metarun" else kind, "exec_chunk": cfg.exec.chunk,
+            "exec_mode": exec_label(cfg, model) if kind == "metarun" else kind, "exec_chunk": cfg.exec.chunk,
             "device": str(device), "tasks_per_s": round(meta_batch / row["s_per_iter"], 2), **row,
             "diagnose": args.diagnose, "repeats": args.repeats, "torch": torch.__version__,
             "threads": torch.get_num_threads()}
 
 
-def exec_label(cfg) -> str:
-    return cfg.exec.mode + (f"+{cfg.exec.workers}w" if cfg.exec.workers else "")
+def exec_label(cfg, model) -> str:
+    from metarun.train import execution_mode
+
+    mode = execution_mode(cfg.exec.mode, next(model.parameters()).device, model)
+    return mode + (f"+{cfg.exec.workers}w" if cfg.exec.workers else "")
 
 
 def metarun_step(cfg, model, algorithm, objective, args):
@@ -157,13 +160,14 @@ def metarun_step(cfg, model, algorithm, objective, args):
     from omegaconf import OmegaConf
 
     from metarun.functional import detached, weighted_sum
-    from metarun.train import agreement_vectors, task_executor
+    from metarun.train import agreement_vectors, execution_mode, task_executor
     from metarun.weighting import weights
 
     vectors = agreement_vectors(cfg, algorithm)
     stack = contextlib.ExitStack()  # the worker pool, if any, lives as long as the child
-    run_tasks = stack.enter_context(task_executor(cfg, OmegaConf.to_container(cfg, resolve=True), algorithm,
-                                                  objective))
+    mode = execution_mode(cfg.exec.mode, next(model.parameters()).device, model)
+    run_tasks = stack.enter_context(task_executor(cfg, OmegaConf.to_container(cfg, resolve=True), mode,
+                                                  algorithm, objective))
 
     def step(episode):
         grads = run_tasks(detached(model), episode, args.diagnose)

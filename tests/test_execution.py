@@ -123,3 +123,14 @@ def test_cavia_loss_before_is_the_zero_context_loss():
     _, _, qx, qy = (t[0] for t in episode)
     zero = torch.zeros(3, dtype=torch.float64)
     assert ALGOS["cavia"]().loss_before(theta, loss, qx, qy) == loss(theta, qx, qy, context=zero)
+
+
+def test_auto_mode_is_vmap_on_a_gpu_and_for_the_mlp_and_the_loop_for_convnets_on_a_cpu():
+    from metarun.models import Conv4
+    from metarun.train import execution_mode
+
+    mlp, conv = MLP(1, [8], 1), Conv4(1, 28, 5, filters=4, downsample="maxpool", features="flatten")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert execution_mode("auto", cpu, mlp) == "vmap" and execution_mode("auto", cpu, conv) == "loop"
+    assert execution_mode("auto", cuda, conv) == "vmap" and execution_mode("auto", cuda, mlp) == "vmap"
+    assert execution_mode("vmap", cpu, conv) == "vmap" and execution_mode("loop", cuda, mlp) == "loop"

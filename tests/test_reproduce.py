@@ -48,6 +48,15 @@ def test_missing_cells_are_marked_and_unknown_presets_refused(tmp_path, cli_env)
     assert bad.returncode == 2 and "Available: " in bad.stderr and "ga_omniglot" in bad.stderr
 
 
+def test_an_old_results_file_is_named_not_a_traceback(tmp_path, cli_env):
+    (tmp_path / "maml_5w1s").mkdir()
+    (tmp_path / "maml_5w1s" / "results.json").write_text('{"mean": 0.9}')  # no format number
+    shown = reproduce("ga_omniglot", "--table-only", "--out", str(tmp_path), env=cli_env)
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr
+    assert "maml_5w1s/results.json has no format number" in shown.stderr
+    assert not (tmp_path / "reproduce.csv").exists()
+
+
 def test_cell_file_turns_group_choices_into_defaults_and_values_into_the_body():
     text = cell_file(["algo=reptile", "model=conv4_pool64", "ways=20", "data.rotate_test=false", "inner.lr=5e-4"],
                      {"train.iterations": 7})

@@ -28,7 +28,7 @@ def config(*overrides: str):
 # Reptile with Adam: its inner optimiser is a closure, so the workers must rebuild it, not receive it.
 @pytest.mark.parametrize("algo", ["algo=maml", "algo=reptile algo.inner_optimizer=adam"])
 def test_workers_give_the_in_process_task_grads(algo):
-    cfg = config(*algo.split())
+    cfg = config(*algo.split(), "exec.mode=loop")
     _, source, model, algorithm, objective = build(cfg)
     episode = source.sample("train", 5, cfg.ways, cfg.shots, cfg.queries, torch.Generator().manual_seed(0))
     with TaskPool(OmegaConf.to_container(cfg, resolve=True), workers=2) as pool:
@@ -66,3 +66,24 @@ def test_a_run_with_workers_writes_the_same_results(tmp_path):
 def test_workers_are_refused_on_a_gpu():
     with pytest.raises(ConfigError, match=r"exec.workers=2.*exec.workers=0"):
         check_execution(config("exec.workers=2"), torch.device("cuda"))
+
+
+def test_a_worker_killed_mid_run_is_an_error_not_a_hang():
+    import os
+    import signal
+
+    from metarun.workers import WorkerDied
+
+    cfg = config("algo=fomaml", "exec.mode=loop")
+    _, source, model, algorithm, objective = build(cfg)
+    episode = source.sample("train", 5, cfg.ways, cfg.shots, cfg.queries, torch.Generator().manual_seed(0))
+    with TaskPool(OmegaConf.to_container(cfg, resolve=True), workers=2) as pool:
+        pool(detached(model), episode, False)
+        pid, process = next(iter(pool.pool._processes.items()))
+        os.kill(pid, signal.SIGKILL)
+        process.join()
+        # The executor learns of the death asynchronously: a batch may still finish on the survivor
+        # first, but one of the next few must fail with the message rather than wait forever.
+        with pytest.raises(WorkerDied, match=r"exec.workers=2.*same command"):
+            for _ in range(20):
+                pool(detached(model), episode, False)

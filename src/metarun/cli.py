@@ -78,13 +78,14 @@ def app(cfg: DictConfig) -> float | None:
         from metarun.signals import Interrupted, redeliver
         from metarun.train import Diverged, run
         from metarun.weighting import WeightingError
+        from metarun.workers import WorkerDied
 
         remove_temporaries(out_dir)  # what a run killed while writing left; never a complete file
         try:
             record, val = run(cfg, out_dir)
         except InstantiationException as e:
             raise ConfigError(f"a configured object could not be built: {e}") from None
-        except Diverged as e:
+        except (Diverged, WorkerDied) as e:
             fail(out_dir, str(e), 1, sweeping)
         except WeightingError as e:
             fail(out_dir, f"{e} No results were written.", 1, sweeping)

@@ -61,7 +61,7 @@ class OuterConfig:
 
 @dataclass
 class ExecConfig:
-    mode: str = "vmap"  # loop | vmap: how the tasks of a meta-batch run; same gradients either way
+    mode: str = "auto"  # auto | loop | vmap: how the tasks of a meta-batch run; same gradients either way
     chunk: int = 0  # vmap: tasks per vectorised call, 0 = all
     workers: int = 0  # CPU: processes sharing each meta-batch's tasks, 0 = none (all in this process)
 
@@ -233,7 +233,7 @@ def register() -> None:
 ALGORITHMS = ("maml", "fomaml", "reptile", "imaml", "convex_maml", "convex_imaml", "cavia")
 WEIGHTINGS = ("uniform", "agreement")
 AGREEMENT_VECTORS = ("auto", "updates", "meta_grads")
-EXEC_MODES = ("loop", "vmap")
+EXEC_MODES = ("auto", "loop", "vmap")
 INNER_OPTIMIZERS = ("sgd", "adam")
 
 

@@ -22,7 +22,7 @@ import yaml
 from omegaconf import DictConfig
 
 from metarun.files import atomic_write
-from metarun.results import load_runs
+from metarun.results import ResultsError, load_runs
 
 GROUPS = ("data", "model", "algo", "weighting")
 BUDGET_KEYS = ("train.iterations", "train.meta_batch", "eval.tasks", "inner.steps", "eval.steps")
@@ -151,7 +151,11 @@ def run_cli(argv: list[str] | None = None) -> int:
         notes.append(f"Command-line overrides for every cell: {' '.join(args.overrides)}" + (
             " (these change the paper's budget)" if any(o.split("=")[0] in BUDGET_KEYS for o in args.overrides)
             else ""))
-    table = side_by_side(paper, out)
+    try:
+        table = side_by_side(paper, out)
+    except ResultsError as e:
+        print(f"metarun-reproduce: error: {e}", file=sys.stderr)
+        return 2
     table = table[table["cell"].isin(chosen)]
     text = table.to_markdown(index=False)
     print("\n".join([paper.source, *notes, text]))

@@ -82,15 +82,28 @@ def agreement_vectors(cfg: DictConfig, algo: Algorithm) -> str:
 
 @contextmanager
 def task_executor(
-    cfg: DictConfig, config: dict, algo: Algorithm, objective: Objective
+    cfg: DictConfig, config: dict, mode: str, algo: Algorithm, objective: Objective
 ) -> Iterator[Callable[[Params, Episode, bool], TaskGrads]]:
-    """The function that computes a meta-batch's TaskGrads: here, or in `exec.workers` processes."""
+    """The function that computes a meta-batch's TaskGrads in `mode`: here, or in `exec.workers` processes."""
     if not cfg.exec.workers:
         yield lambda theta, episode, diagnose: task_grads(
-            algo, theta, objective, episode, cfg.exec.mode, cfg.exec.chunk, diagnose)
+            algo, theta, objective, episode, mode, cfg.exec.chunk, diagnose)
         return
-    with TaskPool(config, cfg.exec.workers) as pool:
+    with TaskPool({**config, "exec": {**config["exec"], "mode": mode}}, cfg.exec.workers) as pool:
         yield pool
+
+
+def execution_mode(name: str, device: torch.device, model: torch.nn.Module) -> str:
+    """`exec.mode`, with `auto` resolved to what the benchmark found faster on this device and model.
+
+    On a GPU, vmap. On a CPU, vmap for networks of small matrix products (the sine MLP: 3-6x
+    faster than the loop), but the loop for convolutional networks: batching 32 tasks' images
+    there was slower and took 4-9x the memory (README: Benchmark).
+    """
+    if name != "auto":
+        return name
+    convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    return "vmap" if device.type == "cuda" or not convolutional else "loop"
 
 
 def check_execution(cfg: DictConfig, device: torch.device) -> None:
@@ -147,6 +160,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     saved = checkpoint.resumable(out_dir, config)
     device, source, model, algo, objective = build(cfg)
     check_execution(cfg, device)
+    mode = execution_mode(cfg.exec.mode, device, model)
     vectors = agreement_vectors(cfg, algo)
     params = dict(model.named_parameters())
     optimizer = instantiate(cfg.outer.optimizer)(params.values(), lr=cfg.outer.lr)
@@ -171,7 +185,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     def test(split: str, n_tasks: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         stream = fixed_stream(source, split, n_tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries, seed)
         return evaluate(algo, detached(model), objective, source.score, stream,
-                        cfg.eval.steps, cfg.eval.lr, device, cfg.exec.mode)
+                        cfg.eval.steps, cfg.eval.lr, device, mode)
 
     def validate() -> tuple[float, float]:
         # Validation tasks come from the validation split's own fixed stream, never the test stream.
@@ -189,7 +203,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     board = tensorboard_log(cfg, out_dir)
     start = time.perf_counter()
     bar = tqdm(range(first, iterations + 1), desc=f"{algo.name}+{cfg.weighting.name}", disable=None)
-    with stop_requests() as stop, task_executor(cfg, config, algo, objective) as run_tasks:
+    with stop_requests() as stop, task_executor(cfg, config, mode, algo, objective) as run_tasks:
         for it in bar:
             episode = source.sample("train", cfg.train.meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
                                     generator).to(device)
@@ -244,7 +258,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
         "val_mean": val, "seed": cfg.seed, "iterations": iterations,
         "meta_batch": cfg.train.meta_batch, "inner_steps": cfg.inner.steps, "inner_lr": cfg.inner.lr,
         "eval_steps": cfg.eval.steps, "eval_lr": cfg.eval.lr, "eval_seed": cfg.eval.seed,
-        "weighting_vectors": vectors, "exec_mode": cfg.exec.mode, "exec_workers": cfg.exec.workers,
+        "weighting_vectors": vectors, "exec_mode": mode, "exec_workers": cfg.exec.workers,
         "seconds": round(elapsed + time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
         "resumed_from": None if saved is None else saved["iteration"],
         "device": str(device), "torch": torch.__version__, "metarun": __version__,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
@@ -31,13 +33,18 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+class WorkerDied(RuntimeError):
+    """A worker process ended in the middle of a meta-batch (killed, or out of memory)."""
+
+
 class TaskPool:
     """`workers` processes that compute TaskGrads for shares of each meta-batch (CPU only)."""
 
     def __init__(self, config: dict, workers: int) -> None:
         threads = max(1, cores() // workers)
         # spawn, not fork: a child forked after torch has started its thread pools can hang.
-        self.pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(config, threads))
+        self.pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_init,
+                                        initargs=(config, threads))
         self.workers = workers
 
     def __call__(self, theta: Params, episode: Episode, diagnose: bool) -> TaskGrads:
@@ -45,12 +52,26 @@ class TaskPool:
         bounds = [n * i // self.workers for i in range(self.workers + 1)]
         shares = [type(episode)(*(t[a:b] for t in episode)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
                   if b > a]
-        parts = self.pool.starmap(_share, [(theta, share, diagnose) for share in shares])
+        try:
+            parts = list(self.pool.map(_share, [theta] * len(shares), shares, [diagnose] * len(shares)))
+        except BrokenProcessPool:
+            # Unlike multiprocessing.Pool, which waits forever for a task whose worker died.
+            raise WorkerDied(
+                f"one of the {self.workers} worker processes (`exec.workers={self.workers}`) died during a "
+                "meta-batch, most likely killed for lack of memory. Run the same command again with fewer "
+                "workers, or `exec.workers=0`: it continues from the last checkpoint."
+            ) from None
         return TaskGrads(*({k: torch.cat([p[j][k] for p in parts]) for k in parts[0][j]} for j in range(3)))
 
     def close(self) -> None:
-        self.pool.terminate()
-        self.pool.join()
+        # Workers ignore SIGTERM (see _init), so the executor's own terminate() would wait for them
+        # forever; they hold no state, so they are killed. `_processes` is the executor's only handle.
+        processes = list((self.pool._processes or {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.join()
 
     def __enter__(self) -> TaskPool:
         return self
