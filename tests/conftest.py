@@ -21,9 +21,8 @@ def real_omniglot() -> Path:
     be there (CI): then it fails."""
     folder = real_data() / "omniglot"
     if not all((folder / f"{name}.zip").is_file() for name in ("images_background", "images_evaluation")):
-        reason = (f"needs the real Omniglot archives, not found in {folder}: set METARUN_DATA to the folder holding "
-                  "omniglot/ (images_background.zip, images_evaluation.zip; `metarun-data omniglot` fetches them), "
-                  "or put the reference data at ../shared/data beside the project")
+        reason = (f"no real Omniglot archives in {folder}: set METARUN_DATA to the folder holding omniglot/ "
+                  "(`metarun-data omniglot` fetches it), or put the reference data at ../shared/data")
         if os.environ.get(REQUIRE_DATA) == "1":
             pytest.fail(f"{REQUIRE_DATA}=1 and the test {reason}", pytrace=False)
         pytest.skip(reason)
