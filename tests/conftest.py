@@ -24,7 +24,7 @@ def real_omniglot() -> Path:
         reason = (f"no real Omniglot archives in {folder}: set METARUN_DATA to the folder holding omniglot/ "
                   "(`metarun-data omniglot` fetches it), or put the reference data at ../shared/data")
         if os.environ.get(REQUIRE_DATA) == "1":
-            pytest.fail(f"{REQUIRE_DATA}=1 and the test {reason}", pytrace=False)
+            pytest.fail(f"{REQUIRE_DATA}=1, but {reason}", pytrace=False)
         pytest.skip(reason)
     return folder
 
