@@ -78,7 +78,7 @@ def from_split_folders(root: Path) -> dict[str, dict[str, Path]]:
 
 def from_split_csv(root: Path, path: Path) -> dict[str, dict[str, Path]]:
     try:
-        rows = list(csv.reader(path.read_text().splitlines()))
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))  # a spreadsheet's BOM too
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read `data.split_csv={path}` ({e}). Point it at a CSV with the columns "
                         "class,split.") from None
