@@ -7,6 +7,37 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+REQUIRE_DATA = "METARUN_REQUIRE_DATA"  # "1" (CI): a missing real dataset fails the suite instead of skipping
+
+
+def real_data() -> Path:
+    """The reference data's folder (the one holding omniglot/): METARUN_DATA, else ../shared/data."""
+    return Path(os.environ["METARUN_DATA"]) if os.environ.get("METARUN_DATA") else ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def real_omniglot() -> Path:
+    """The real Omniglot archives. Without them the test is skipped, unless METARUN_REQUIRE_DATA=1 says they must
+    be there (CI): then it fails."""
+    folder = real_data() / "omniglot"
+    if not all((folder / f"{name}.zip").is_file() for name in ("images_background", "images_evaluation")):
+        reason = (f"no real Omniglot archives in {folder}: set METARUN_DATA to the folder holding omniglot/ "
+                  "(`metarun-data omniglot` fetches it), or put the reference data at ../shared/data")
+        if os.environ.get(REQUIRE_DATA) == "1":
+            pytest.fail(f"{REQUIRE_DATA}=1, but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_omniglot(tmp_path_factory):
+    """Small Omniglot-shaped archives and split files for both protocols (tests/synthetic.py), written once per
+    session: copy them before changing them."""
+    from synthetic import SPLITS, SyntheticOmniglot, write_omniglot, write_splits
+
+    root = tmp_path_factory.mktemp("synthetic-omniglot")
+    write_omniglot(root / "data")
+    return SyntheticOmniglot(root / "data", {p: write_splits(root / "splits" / p, p) for p in SPLITS})
 
 
 @pytest.fixture

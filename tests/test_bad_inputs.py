@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from forkrun import Result
+from synthetic import FIRST, rezip, write_folder, write_splits
 from test_miniimagenet import Data, write_csv
-from test_omniglot import DATA, FIRST, ROOT, rezip
 
 TINY = ["train.iterations=3", "train.meta_batch=2", "train.eval_every=2", "eval.tasks=6", "eval.val_tasks=4",
         "eval.chunk=4", "device=cpu"]
@@ -96,72 +96,121 @@ def test_bad_setting(forker, tmp_path, overrides, phrases):
 
 # ---- data ------------------------------------------------------------------------------------------------------
 
-def omniglot(forker, tmp_path: Path, root: Path, *overrides: str) -> Result:
+def omniglot(forker, tmp_path: Path, synthetic, *overrides: str, root: Path | None = None,
+             splits: Path | None = None) -> Result:
+    """`data=omniglot` on the small archives of tests/synthetic.py (or `root`) with split files naming their
+    characters (the Vinyals-style ones unless `splits`)."""
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    out = forker.run(*OMNIGLOT, f"data.root={root}", f"data.cache_dir={cache}", *overrides,
-                     f"hydra.run.dir={run_dir}")
+    root, splits = root or synthetic.data, splits or synthetic.splits["vinyals"]
+    out = forker.run(*OMNIGLOT, f"data.root={root}", f"data.split_dir={splits}", f"data.cache_dir={cache}",
+                     *overrides, f"hydra.run.dir={run_dir}")
     never_started(run_dir)
     no_cache(cache)
     return out
 
 
-def test_ways_larger_than_the_classes(forker, tmp_path):
-    out = omniglot(forker, tmp_path, DATA, "ways=5000")
-    refused(out, 2, "`ways=5000` asks for more classes per task than the Omniglot train split has (4800)",
-            "Set `ways` to at most 4800.")
+def test_ways_larger_than_the_classes(forker, tmp_path, synthetic_omniglot):
+    out = omniglot(forker, tmp_path, synthetic_omniglot, "ways=61")
+    refused(out, 2, "`ways=61` asks for more classes per task than the Omniglot train split has (60)",
+            "Set `ways` to at most 60.")
 
 
-def test_shots_and_queries_larger_than_the_images_per_class(forker, tmp_path):
-    out = omniglot(forker, tmp_path, DATA, "shots=5", "queries=16")
+def test_shots_and_queries_larger_than_the_images_per_class(forker, tmp_path, synthetic_omniglot):
+    out = omniglot(forker, tmp_path, synthetic_omniglot, "shots=5", "queries=16")
     refused(out, 2, "`shots=5` + `queries=16` = 21 images per class, but every Omniglot class has 20 images",
             "Lower `queries` (or `shots`) so that they add up to at most 20.")
 
 
-def test_missing_data_root(forker, tmp_path):
+def test_missing_data_root(forker, tmp_path, synthetic_omniglot):
     root = tmp_path / "nowhere"
-    refused(omniglot(forker, tmp_path, root), 2, f"`data.root={root}` does not exist.",
-            "Get images_background.zip and images_evaluation.zip from https://github.com/brendenlake/omniglot")
+    refused(omniglot(forker, tmp_path, synthetic_omniglot, root=root), 2,
+            f"`data.root={root}` does not exist.", "Run `metarun-data omniglot` (it downloads and verifies them), or "
+            "get images_background.zip and images_evaluation.zip from https://github.com/brendenlake/omniglot")
 
 
-def test_empty_data_folder(forker, tmp_path):
+def test_empty_data_folder(forker, tmp_path, synthetic_omniglot):
     root = tmp_path / "data"
     root.mkdir()
-    refused(omniglot(forker, tmp_path, root), 2,
+    refused(omniglot(forker, tmp_path, synthetic_omniglot, root=root), 2,
             f"`data.root={root}` has no images_background or images_evaluation", "point `data.root`")
 
 
-def data_root(tmp_path: Path, background: bytes | None = None) -> Path:
-    """A data.root with the real evaluation archive and, if given, these bytes as the background archive."""
+def data_root(tmp_path: Path, synthetic_omniglot, background: bytes | None = None) -> Path:
+    """A data.root with the synthetic evaluation archive and, if given, these bytes as the background archive."""
     root = tmp_path / "data"
     root.mkdir()
-    os.symlink(DATA / "images_evaluation.zip", root / "images_evaluation.zip")
+    os.symlink(synthetic_omniglot.data / "images_evaluation.zip", root / "images_evaluation.zip")
     if background is not None:
         (root / "images_background.zip").write_bytes(background)
     return root
 
 
-def test_truncated_archive(forker, tmp_path):
-    root = data_root(tmp_path, (DATA / "images_background.zip").read_bytes()[:1_000_000])
-    refused(omniglot(forker, tmp_path, root), 2,
+def test_truncated_archive(forker, tmp_path, synthetic_omniglot):
+    whole = (synthetic_omniglot.data / "images_background.zip").read_bytes()
+    root = data_root(tmp_path, synthetic_omniglot, whole[:len(whole) // 2])
+    refused(omniglot(forker, tmp_path, synthetic_omniglot, root=root), 2,
             f"{root / 'images_background.zip'} is not a readable zip archive",
             "it is probably truncated or corrupt. Delete it and download it again.")
 
 
-def test_corrupt_png(forker, tmp_path):
-    root = data_root(tmp_path)
-    rezip(DATA / "images_background.zip", root / "images_background.zip", {FIRST: b"\x89PNG\r\n\x1a\n not really"})
-    refused(omniglot(forker, tmp_path, root), 2, f"{root / 'images_background.zip'}: {FIRST} is not a readable PNG",
+def test_corrupt_png(forker, tmp_path, synthetic_omniglot):
+    root = data_root(tmp_path, synthetic_omniglot)
+    rezip(synthetic_omniglot.data / "images_background.zip", root / "images_background.zip",
+          {FIRST: b"\x89PNG\r\n\x1a\n not really"})
+    refused(omniglot(forker, tmp_path, synthetic_omniglot, root=root), 2,
+            f"{root / 'images_background.zip'}: {FIRST} is not a readable PNG",
             "The dataset copy is corrupt: replace it.")
 
 
-def test_split_file_naming_a_character_that_does_not_exist(forker, tmp_path):
-    splits = tmp_path / "splits"
-    shutil.copytree(ROOT / "src/metarun/splits/omniglot", splits)
-    with open(splits / "test.txt", "a") as f:
-        f.write("Klingon/character01\n")
-    out = omniglot(forker, tmp_path, DATA, f"data.split_dir={splits}")
+def test_split_file_naming_a_character_that_does_not_exist(forker, tmp_path, synthetic_omniglot):
+    splits = write_splits(tmp_path / "splits", "vinyals", {"test": ["Klingon/character01"]})
+    out = omniglot(forker, tmp_path, synthetic_omniglot, splits=splits)
     refused(out, 2, f"the split file {splits / 'test.txt'} names 1 character(s) that are not in the data (e.g. "
                     "'Klingon/character01')", "Fix the file, or leave `data.split_dir` empty for the packaged splits.")
+
+
+def test_unknown_omniglot_split_protocol(forker, tmp_path, synthetic_omniglot):
+    out = omniglot(forker, tmp_path, synthetic_omniglot, "data.split=lakes")
+    refused(out, 2, "`data.split=lakes` is unknown.", "Use `vinyals`", "or `lake`")
+
+
+def test_lake_split_files_that_train_on_evaluation_characters(forker, tmp_path, synthetic_omniglot):
+    splits = write_splits(tmp_path / "splits", "lake", {"train": ["Angelic/character01"]})
+    out = omniglot(forker, tmp_path, synthetic_omniglot, "data.split=lake", splits=splits)
+    refused(out, 2, f"`data.split=lake` takes its train characters from images_background only, but the split file "
+                    f"{splits / 'train.txt'} names 1 that are not there (e.g. 'Angelic/character01')",
+            "use `data.split=vinyals`")
+
+
+def folder(forker, tmp_path: Path, *overrides: str) -> Result:
+    """`data=folder` with tiny settings; the run never starts and no cache is written."""
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    out = forker.run("data=folder", f"data.cache_dir={cache}", "data.image_size=16", "model.filters=4", "ways=2",
+                     "shots=1", "queries=2", *TINY, f"hydra.run.dir={run_dir}", *overrides)
+    never_started(run_dir)
+    no_cache(cache)
+    return out
+
+
+def test_folder_without_a_root(forker, tmp_path):
+    refused(folder(forker, tmp_path), 2, "`data=folder` needs `data.root=PATH`, the folder holding your images",
+            "PATH/train/<class>/", "`data.split_csv=FILE`")
+
+
+def test_folder_class_too_small(forker, tmp_path):
+    root = write_folder(tmp_path / "images", {"train": {"a": 3, "b": 3}, "val": {"c": 3, "d": 3},
+                                              "test": {"e": 3, "f": 2}})
+    refused(folder(forker, tmp_path, f"data.root={root}"), 2,
+            "1 class(es) of the test split have fewer than the 3 images an episode takes from each (`shots` + "
+            "`queries`): f (2)", "Such classes are refused, not dropped.", "lower `queries` (or `shots`)")
+
+
+def test_folder_split_csv_naming_a_missing_class(forker, tmp_path):
+    root = write_folder(tmp_path / "images", {".": {"a": 3, "b": 3}})
+    (root / "split.csv").write_text("class,split\na,train\nb,test\nzebra,val\n")
+    refused(folder(forker, tmp_path, f"data.root={root}", "data.split_csv=split.csv"), 2,
+            f"`data.split_csv={root / 'split.csv'}` names 1 class(es) that have no folder in `data.root={root}` "
+            "(e.g. 'zebra')", "Fix the file, or add the class's folder.")
 
 
 def miniimagenet(forker, tmp_path: Path, data: Data) -> Result:

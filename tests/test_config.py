@@ -128,7 +128,7 @@ def test_cavia_widens_the_model_input_by_its_context():
 
 
 @pytest.mark.parametrize(("data", "filters", "downsample"),
-                         [("omniglot", 64, "stride"), ("miniimagenet", 32, "maxpool")])
+                         [("omniglot", 64, "stride"), ("miniimagenet", 32, "maxpool"), ("folder", 32, "maxpool")])
 def test_image_datasets_bring_their_papers_network(data, filters, downsample):
     cfg = make(f"data={data}", "ways=20")
     check(cfg)

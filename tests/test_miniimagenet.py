@@ -275,4 +275,4 @@ def test_shots_and_queries_larger_than_per_class(data):
 
 def test_channels_must_be_three(data):
     with pytest.raises(DataError, match=re.escape("`data.channels=1`")):
-        MiniImageNet("miniimagenet", str(data.folder), str(data.cache), channels=1)
+        MiniImageNet("miniimagenet", str(data.folder), str(data.cache), channels=1).setup(CPU, 5, (1, 1), (1, 1))

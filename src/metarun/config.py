@@ -114,7 +114,8 @@ class OmniglotData:
     image_size: int = 28
     channels: int = 1
     rotate_test: bool = True  # meta-test (and validation) characters also rotated into 4 classes
-    train_split: str = "trainval"  # trainval (1,200 characters) | train (1,028; validation held out)
+    split: str = "vinyals"  # vinyals (1,200 + 423 characters) | lake (964 background + 659 evaluation)
+    train_split: str = "trainval"  # trainval (every meta-train character) | train (validation held out)
     split_dir: str | None = None  # a folder with trainval/train/val/test.txt; empty = the packaged split
 
 
@@ -127,6 +128,17 @@ class MiniImageNetData:
     image_size: int = 84
     channels: int = 3
     split_dir: str | None = None  # a folder with train/val/test.csv; empty = the packaged Ravi & Larochelle split
+
+
+@dataclass
+class FolderData:
+    _target_: str = "metarun.data.folder.ImageFolder"
+    name: str = "folder"  # what results.json and tables call the dataset
+    root: str | None = None  # PATH/{train,val,test}/<class>/*.png|jpg, or PATH/<class>/ with split_csv
+    split_csv: str | None = None  # columns class,split (relative: under root); empty = split folders
+    cache_dir: str = CACHE_DIR
+    image_size: int = 84
+    channels: int = 3  # 3 = RGB, 1 = grayscale
 
 
 @dataclass
@@ -218,6 +230,7 @@ def register() -> None:
     cs.store(group="schemas/data", name="sine", node=SineData)
     cs.store(group="schemas/data", name="omniglot", node=OmniglotData)
     cs.store(group="schemas/data", name="miniimagenet", node=MiniImageNetData)
+    cs.store(group="schemas/data", name="folder", node=FolderData)
     cs.store(group="schemas/model", name="mlp", node=MLPModel)
     cs.store(group="schemas/model", name="conv4", node=Conv4Model)
     cs.store(group="schemas/algo", name="maml", node=MAMLAlgo)
@@ -325,7 +338,7 @@ def _check_model(cfg: DictConfig) -> None:
     if not images and "in_channels" in cfg.model:
         raise ConfigError(
             f"the chosen model (`{cfg.model._target_}`) takes images, but data={cfg.data.name} does not. "
-            "Use `model=mlp` for sine, or an image dataset (`data=omniglot`, `data=miniimagenet`)."
+            "Use `model=mlp` for sine, or an image dataset (`data=omniglot`, `data=miniimagenet`, `data=folder`)."
         )
     for key, valid in (("model.downsample", ("stride", "maxpool")), ("model.features", ("mean", "flatten"))):
         value = OmegaConf.select(cfg, key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 import torch
@@ -72,11 +72,63 @@ class ClassEpisodes:
         classes = torch.rand(tasks, self.classes, generator=generator).argsort(dim=1)[:, :ways]
         picks = torch.rand(tasks, ways, self.per_class, generator=generator).argsort(dim=2)[..., :shots + queries]
         device = self.images.device
-        x = self.images[classes.to(device)[..., None], picks.to(device)].float().div_(255)  # [T, N, K+Q, C, H, W]
-        labels = torch.arange(ways, device=device).view(1, ways, 1)
+        return _episode(self.images[classes.to(device)[..., None], picks.to(device)], shots, queries)
 
-        def part(start: int, size: int) -> tuple[Tensor, Tensor]:
-            xs = x[:, :, start:start + size].reshape(tasks, ways * size, *x.shape[3:])
-            return xs, labels.expand(tasks, ways, size).reshape(tasks, ways * size)
 
-        return Episode(*part(0, shots), *part(shots, queries))
+class RaggedClassEpisodes:
+    """The same episodes over classes of different sizes: `images` [total, C, H, W] holds the classes one
+    after another, class c being the `counts[c]` images from offset sum(counts[:c]).
+
+    A task's classes are drawn uniformly, whatever their sizes; from each, K + Q distinct images
+    uniformly among the ones it has: a random key per slot up to the largest class, the slots past
+    the class's own count keyed above any real key, and the K + Q smallest keys taken (a partial
+    shuffle). That is tasks x ways x the largest class's size in random numbers per draw, on the
+    CPU like the equal-size sampler's, and one gather on the device.
+    """
+
+    def __init__(self, images: Tensor, counts: Sequence[int]) -> None:
+        counts = [int(c) for c in counts]
+        if images.dim() != 4 or images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 [total, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        if not counts or sum(counts) != images.shape[0] or min(counts) < 1:
+            raise ValueError(f"counts must be positive and add up to the {images.shape[0]} images, got {counts}")
+        self.images, self.per_class, self.largest = images, min(counts), max(counts)  # per_class: the smallest
+        self.counts = torch.tensor(counts)
+        self.offsets = self.counts.cumsum(0) - self.counts
+
+    @property
+    def classes(self) -> int:
+        return self.counts.numel()
+
+    def sample(self, tasks: int, ways: int, shots: int, queries: int, generator: torch.Generator) -> Episode:
+        if ways > self.classes or shots + queries > self.per_class:
+            raise ValueError(f"cannot draw {ways}-way {shots}+{queries} episodes from {self.classes} classes "
+                             f"of {self.per_class} or more images")
+        classes = torch.rand(tasks, self.classes, generator=generator).argsort(dim=1)[:, :ways]
+        keys = torch.rand(tasks, ways, self.largest, generator=generator)
+        keys.masked_fill_(torch.arange(self.largest) >= self.counts[classes][..., None], 2.0)
+        picks = keys.topk(shots + queries, dim=2, largest=False).indices
+        index = self.offsets[classes][..., None] + picks
+        return _episode(self.images[index.to(self.images.device)], shots, queries)
+
+
+def class_episodes(images: Tensor, counts: Sequence[int] | None = None) -> ClassEpisodes | RaggedClassEpisodes:
+    """The sampler for a split: classes of equal size take the [classes, per_class, ...] fast path."""
+    if counts is None:
+        return ClassEpisodes(images)
+    if len(set(counts)) == 1:
+        return ClassEpisodes(images.view(len(counts), counts[0], *images.shape[1:]))
+    return RaggedClassEpisodes(images, counts)
+
+
+def _episode(x: Tensor, shots: int, queries: int) -> Episode:
+    """x [T, N, K+Q, C, H, W] uint8 -> support and query sets in [0, 1], labels 0..N-1 by position."""
+    tasks, ways = x.shape[:2]
+    x = x.float().div_(255)
+    labels = torch.arange(ways, device=x.device).view(1, ways, 1)
+
+    def part(start: int, size: int) -> tuple[Tensor, Tensor]:
+        xs = x[:, :, start:start + size].reshape(tasks, ways * size, *x.shape[3:])
+        return xs, labels.expand(tasks, ways, size).reshape(tasks, ways * size)
+
+    return Episode(*part(0, shots), *part(shots, queries))

@@ -36,12 +36,16 @@ def expand(path: str | os.PathLike) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(str(path))))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    return file_digest(path)
 
 
 def describe(path: Path) -> dict[str, Any]:
@@ -57,6 +61,15 @@ def describe(path: Path) -> dict[str, Any]:
         digest.update(f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         total, count = total + stat.st_size, count + 1
     return {"kind": "folder", "files": count, "bytes": total, "sha256": digest.hexdigest()}
+
+
+def matches(folder: Path, expected: dict[str, Any]) -> bool:
+    """Whether a cache's manifest vouches for `expected`, without reading (or checking) its tensor."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return all(manifest.get(k) == v for k, v in expected.items()) and (folder / IMAGES).is_file()
 
 
 def load(folder: Path, expected: dict[str, Any]) -> Tensor | None:

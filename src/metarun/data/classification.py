@@ -7,7 +7,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from metarun.data.cache import DataError
-from metarun.tasks import ClassEpisodes, Episode
+from metarun.tasks import ClassEpisodes, Episode, RaggedClassEpisodes, class_episodes
 
 SPLITS = ("train", "val", "test")
 
@@ -47,10 +47,14 @@ class ImageClasses:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.splits: dict[str, ClassEpisodes] = {}
+        self.splits: dict[str, ClassEpisodes | RaggedClassEpisodes] = {}
 
-    def place(self, tensors: dict[str, Tensor], device: torch.device) -> None:
-        self.splits = {split: ClassEpisodes(t.to(device)) for split, t in tensors.items()}
+    def place(
+        self, tensors: dict[str, Tensor], device: torch.device, counts: dict[str, list[int]] | None = None
+    ) -> None:
+        """Each split's images on the device: [classes, per_class, ...], or [total, ...] with its class `counts`."""
+        counts = counts or {}
+        self.splits = {split: class_episodes(t.to(device), counts.get(split)) for split, t in tensors.items()}
 
     def sample(
         self, split: str, tasks: int, ways: int, shots: int, queries: int, generator: torch.Generator

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from metarun.data import cache
 from metarun.data.cache import DataError, expand
 from metarun.data.classification import SPLITS, ImageClasses, check_request
+from metarun.data.images import read_image, resize
 from metarun.data.splits import split_file
 
 log = logging.getLogger(__name__)
@@ -108,20 +109,8 @@ def check_files(folder: Path, grouped: Classes) -> None:
         )
 
 
-def resize(image: Image.Image, size: int) -> np.ndarray:
-    """uint8 [size, size, 3]."""
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.uint8)
-
-
 def decode(path: Path, size: int) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return resize(image.convert("RGB"), size)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path} is not a readable image ({e}). The dataset copy is corrupt: replace that file. "
-                        f"{HOW_TO_GET}") from None
+    return read_image(path, size, 3, f"The dataset copy is corrupt: replace that file. {HOW_TO_GET}")
 
 
 def from_folder(folder: Path, grouped: Classes, size: int, split: str) -> np.ndarray:
@@ -233,40 +222,55 @@ class MiniImageNet(ImageClasses):
         channels: int = 3,
     ) -> None:
         super().__init__(name)
-        if channels != 3:
-            raise DataError(f"`data.channels={channels}` but miniImageNet images are RGB. Set `data.channels=3`.")
         self.root, self.cache_dir, self.image_size, self.split_dir = root, cache_dir, image_size, split_dir
+        self.channels = channels
         self.forms: dict[str, str] = {}
 
     def setup(
         self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int],
         validate: bool = True,
     ) -> None:
-        files = {split: split_file("miniimagenet", f"{split}.csv", self.split_dir) for split in SPLITS}
-        splits = {split: classes(f.path, f.rows()) for split, f in files.items()}
-        sources = locate(expand(self.root), splits)
+        # Checked here, not in __init__, whose errors Hydra's instantiate would wrap.
+        if self.channels != 3:
+            raise DataError(f"`data.channels={self.channels}` but miniImageNet images are RGB. Set "
+                            "`data.channels=3`.")
+        files, splits, sources = self.locate()
         sizes = {split: (len(g), len(next(iter(g.values())))) for split, g in splits.items()}
         check_request("miniImageNet", sizes, ways, train, test, validate)
-        self.place(self.cached(files, splits, sources), device)
+        self.place(self.cached(self.manifests(files, sources), splits, sources), device)
         self.forms = {split: form for split, (form, _) in sources.items()}
 
-    def cached(
-        self, files: dict, splits: dict[str, Classes], sources: dict[str, tuple[str, Path]]
-    ) -> dict[str, Tensor]:
-        """Each split from its cache, or built; no cache is written until every split has built."""
+    def locate(self) -> tuple[dict, dict[str, Classes], dict[str, tuple[str, Path]]]:
+        """The split files, their classes, and each split's source (checked to exist, not yet decoded)."""
+        files = {split: split_file("miniimagenet", f"{split}.csv", self.split_dir) for split in SPLITS}
+        splits = {split: classes(f.path, f.rows()) for split, f in files.items()}
+        return files, splits, locate(expand(self.root), splits)
+
+    def manifests(self, files: dict, sources: dict[str, tuple[str, Path]]) -> dict[str, tuple[Path, dict]]:
+        """Each split's cache folder and the manifest its cache must carry to be used."""
         described: dict[Path, dict] = {}  # the images/ folder serves all three splits: list it once
-        tensors, fresh = {}, {}
+        out = {}
         for split, (form, path) in sources.items():
             if path not in described:
                 described[path] = cache.describe(path)
             folder = expand(self.cache_dir) / f"miniimagenet-{self.image_size}-{split}"
-            manifest = {
+            out[split] = folder, {
                 "dataset": "miniimagenet", "split": split, "image_size": self.image_size, "resample": "lanczos",
                 "split_file": cache.describe(files[split].path), "form": form, "source": described[path],
             }
+        return out
+
+    def cached(
+        self, manifests: dict[str, tuple[Path, dict]], splits: dict[str, Classes],
+        sources: dict[str, tuple[str, Path]],
+    ) -> dict[str, Tensor]:
+        """Each split from its cache, or built; no cache is written until every split has built."""
+        tensors, fresh = {}, {}
+        for split, (folder, manifest) in manifests.items():
             images = cache.load(folder, manifest)
             if images is None:
                 log.info("building the miniImageNet %s cache in %s (once per source and image size)", split, folder)
+                form, path = sources[split]
                 images = build(form, path, splits[split], self.image_size, split)
                 fresh[split] = (folder, manifest)
             tensors[split] = images

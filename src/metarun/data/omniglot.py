@@ -2,15 +2,21 @@
 
 Reads the official release: `images_background` and `images_evaluation`, each as the
 `.zip` archive or its extracted folder, directly under `data.root` or under
-`data.root/omniglot-py/` (torchvision's layout). Content is verified (50 alphabets, 1,623
-characters, 20 drawings each), not only checksums, so the official archives and repacked
-copies both pass.
+`data.root/omniglot-py/` (torchvision's layout). Content is verified, not only checksums, so
+the official archives and repacked copies both pass: every character has its 20 drawings, and
+with the packaged splits (made for the full release) the sources hold the official 30 + 20
+alphabets and 964 + 659 characters. Split files of one's own (`data.split_dir`) are the contract
+instead: every character they name must be there.
 
 Images are resized once to `image_size` with Lanczos antialiasing, as MAML's and Reptile's
 preprocessing do, and stored as uint8 with the strokes bright: 255 = ink, 0 = background
-(the PNGs are black ink on white; the papers' loaders feed 1 - x). Split: Vinyals et al.'s
-1,200 meta-train characters (1,028 train + 172 val) and 423 meta-test characters; the
-meta-train characters rotated by 90, 180 and 270 degrees are new classes (4,800), and the
+(the PNGs are black ink on white; the papers' loaders feed 1 - x). Splits (`data.split`):
+- `vinyals` (default): Vinyals et al.'s 1,200 meta-train characters (1,028 train + 172 val)
+  and 423 meta-test characters, drawn from both sources;
+- `lake`: Lake et al.'s protocol, meta-train on the 964 background characters and meta-test on
+  the 659 evaluation characters; validation holds out five whole background alphabets (those
+  Meta-Dataset holds out, the five smallest: 81 characters), so `train` has 883.
+The meta-train characters rotated by 90, 180 and 270 degrees are new classes, and the
 meta-test (and validation) characters are rotated too when `rotate_test` is set.
 """
 
@@ -32,7 +38,7 @@ from tqdm import tqdm
 from metarun.data import cache
 from metarun.data.cache import DataError, expand
 from metarun.data.classification import ImageClasses, check_request
-from metarun.data.splits import split_file
+from metarun.data.splits import SplitFile, split_file
 
 log = logging.getLogger(__name__)
 
@@ -40,40 +46,52 @@ SOURCES = {"images_background": (30, 964), "images_evaluation": (20, 659)}  # al
 DRAWINGS = 20
 POLARITY = "ink=255,background=0"
 HOW_TO_GET = (
-    "Get images_background.zip and images_evaluation.zip from https://github.com/brendenlake/omniglot "
-    "(folder python/) into that folder, or point `data.root` (or METARUN_DATA, the folder holding omniglot/) "
-    "at a copy that has them."
+    "Run `metarun-data omniglot` (it downloads and verifies them), or get images_background.zip and "
+    "images_evaluation.zip from https://github.com/brendenlake/omniglot (folder python/) into that folder, or point "
+    "`data.root` (or METARUN_DATA, the folder holding omniglot/) at a copy that has them."
+)
+# Where torchvision's Omniglot downloads the release, and the official archives' md5s (`metarun-data omniglot`).
+OFFICIAL_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
+OFFICIAL_MD5 = {"images_background": "68d2efa1b9178cc56df9314c21c6e718",
+                "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811"}
+SPLITS = {"vinyals": "omniglot", "lake": "omniglot/lake"}  # data.split -> its packaged folder under metarun/splits
+# Lake's protocol with validation: the five smallest background alphabets (14, 14, 16, 17 and 20 characters), the
+# ones Meta-Dataset (Triantafillou et al. 2020) holds out; the packaged lake/val.txt lists their characters.
+LAKE_VALIDATION = (
+    "Alphabet_of_the_Magi", "Blackfoot_(Canadian_Aboriginal_Syllabics)", "Inuktitut_(Canadian_Aboriginal_Syllabics)",
+    "Ojibwe_(Canadian_Aboriginal_Syllabics)", "Tagalog",
 )
 
 Listing = dict[str, list[str]]  # "Alphabet/characterNN" -> its PNG members, sorted
 
 
+def find(root: Path, name: str) -> Path | None:
+    """One source's archive or folder: root/NAME.zip, root/NAME/, or the same under root/omniglot-py/."""
+    candidates = [base / leaf for base in (root, root / "omniglot-py") for leaf in (f"{name}.zip", name)]
+    return next((c for c in candidates if c.exists()), None)
+
+
 def locate(root: Path) -> dict[str, Path]:
-    """Each source's archive or folder: root/NAME.zip, root/NAME/, or the same under root/omniglot-py/."""
+    """Both sources, or a DataError saying what is missing and how to get it."""
     if not root.is_dir():
         raise DataError(f"`data.root={root}` does not exist. {HOW_TO_GET}")
-    found = {}
-    for name in SOURCES:
-        candidates = [base / leaf for base in (root, root / "omniglot-py") for leaf in (f"{name}.zip", name)]
-        hits = [c for c in candidates if c.exists()]
-        if hits:
-            found[name] = hits[0]
-    missing = [name for name in SOURCES if name not in found]
+    found = {name: find(root, name) for name in SOURCES}
+    missing = [name for name, path in found.items() if path is None]
     if missing:
         raise DataError(
             f"`data.root={root}` has no {' or '.join(missing)} (expected NAME.zip or an extracted NAME/ folder, "
             f"directly there or under omniglot-py/). {HOW_TO_GET}"
         )
-    return found
+    return found  # type: ignore[return-value]
 
 
-def _open_zip(path: Path) -> zipfile.ZipFile:
+def _open_zip(path: Path, where: Path | str | None = None, fix: str = HOW_TO_GET) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(
-            f"{path} is not a readable zip archive ({e}); it is probably truncated or corrupt. "
-            f"Delete it and download it again. {HOW_TO_GET}"
+            f"{where or path} is not a readable zip archive ({e}); it is probably truncated or corrupt. "
+            f"Delete it and download it again. {fix}"
         ) from None
 
 
@@ -92,20 +110,58 @@ def listing(name: str, source: Path) -> Listing:
     return {k: sorted(v) for k, v in sorted(characters.items())}
 
 
-def verify(name: str, source: Path, characters: Listing) -> None:
+def verify(name: str, source: Path | str, characters: Listing, official: bool = True, fix: str = HOW_TO_GET) -> None:
+    """20 drawings per character; with `official`, also the release's counts of alphabets and characters."""
     alphabets = {k.split("/")[0] for k in characters}
     want_alphabets, want_characters = SOURCES[name]
-    if len(alphabets) != want_alphabets or len(characters) != want_characters:
+    if official and (len(alphabets) != want_alphabets or len(characters) != want_characters):
         raise DataError(
             f"{source} holds {len(alphabets)} alphabets and {len(characters)} characters; the official {name} has "
-            f"{want_alphabets} and {want_characters}. The copy is incomplete or not Omniglot: replace it. {HOW_TO_GET}"
+            f"{want_alphabets} and {want_characters}. The copy is incomplete or not Omniglot: replace it. {fix}"
         )
     short = {k: len(v) for k, v in characters.items() if len(v) != DRAWINGS}
     if short:
         key, count = next(iter(short.items()))
         raise DataError(
             f"{source}: {len(short)} characters do not have {DRAWINGS} drawings (e.g. {key} has {count}). "
-            f"The copy is incomplete: replace it. {HOW_TO_GET}"
+            f"The copy is incomplete: replace it. {fix}"
+        )
+
+
+def verify_archive(name: str, path: Path, where: str, fix: str = HOW_TO_GET) -> Listing:
+    """A whole archive: readable, every member's CRC intact, and the official content; `where` names it."""
+    with _open_zip(path, where, fix) as z:
+        try:
+            bad = z.testzip()
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+            bad = f"? ({e})"
+    if bad is not None:
+        raise DataError(f"{where}: the member {bad} is corrupt (its CRC does not match); the archive is damaged. "
+                        f"Delete it and download it again. {fix}")
+    characters = listing(name, path)
+    verify(name, where, characters, fix=fix)
+    return characters
+
+
+def check_lake(files: dict[str, SplitFile], known: list[str], listings: dict[str, Listing]) -> None:
+    """Lake's protocol: meta-training (trainval, train) and validation from the background alphabets, whole
+    alphabets held out for validation, meta-testing on the evaluation alphabets."""
+    names = {stem: f.characters(known) for stem, f in files.items()}
+    for stem, chars in names.items():
+        source = "images_evaluation" if stem == "test" else "images_background"
+        strays = [c for c in chars if c not in listings[source]]
+        if strays:
+            raise DataError(
+                f"`data.split=lake` takes its {stem} characters from {source} only, but the split file "
+                f"{files[stem].path} names {len(strays)} that are not there (e.g. {strays[0]!r}). Fix the file, or "
+                "use `data.split=vinyals` for a split that mixes the two sources."
+            )
+    shared = {c.split("/")[0] for c in names["train"]} & {c.split("/")[0] for c in names["val"]}
+    if shared:
+        raise DataError(
+            f"`data.split=lake` holds whole alphabets out for validation, but {sorted(shared)[0]} is in both "
+            f"{files['train'].path} and {files['val'].path}. Fix the files, or leave `data.split_dir` empty for the "
+            "packaged split."
         )
 
 
@@ -161,31 +217,40 @@ class Omniglot(ImageClasses):
         cache_dir: str,
         image_size: int = 28,
         rotate_test: bool = True,
+        split: str = "vinyals",
         train_split: str = "trainval",
         split_dir: str | None = None,
         channels: int = 1,
     ) -> None:
         super().__init__(name)
-        if train_split not in ("trainval", "train"):
-            raise DataError(f"`data.train_split={train_split}` is unknown. Use `trainval` (1,200 characters, "
-                            "the papers' choice) or `train` (1,028, holding out the 172 validation characters).")
         self.root, self.cache_dir, self.image_size = root, cache_dir, image_size
-        self.rotate_test, self.train_split, self.split_dir = rotate_test, train_split, split_dir
+        self.rotate_test, self.split, self.train_split, self.split_dir = rotate_test, split, train_split, split_dir
+
+    def check(self) -> None:
+        """The settings (checked here, not in __init__, whose errors Hydra's instantiate would wrap)."""
+        if self.split not in SPLITS:
+            raise DataError(f"`data.split={self.split}` is unknown. Use `vinyals` (Vinyals et al.'s 1,200 + 423 "
+                            "characters, the default) or `lake` (Lake et al.'s 964 background + 659 evaluation).")
+        if self.train_split not in ("trainval", "train"):
+            raise DataError(f"`data.train_split={self.train_split}` is unknown. Use `trainval` (every meta-train "
+                            "character, the papers' choice) or `train` (holding out the validation characters).")
 
     def setup(
         self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int],
         validate: bool = True,
     ) -> None:
+        self.check()
         root = expand(self.root)
         sources = locate(root)
         listings = {name: listing(name, path) for name, path in sources.items()}
         for name, characters in listings.items():
-            verify(name, sources[name], characters)
+            verify(name, sources[name], characters, official=not self.split_dir)
         known = sorted(k for characters in listings.values() for k in characters)
-        names = {
-            split: split_file("omniglot", f"{stem}.txt", self.split_dir).characters(known)
-            for split, stem in (("train", self.train_split), ("val", "val"), ("test", "test"))
-        }
+        if self.split == "lake":
+            stems = ("trainval", "train", "val", "test")
+            check_lake({s: split_file(SPLITS["lake"], f"{s}.txt", self.split_dir) for s in stems}, known, listings)
+        names = {split: split_file(SPLITS[self.split], f"{stem}.txt", self.split_dir).characters(known)
+                 for split, stem in (("train", self.train_split), ("val", "val"), ("test", "test"))}
         held_out = 4 if self.rotate_test else 1
         sizes = {s: (len(n) * (4 if s == "train" else held_out), DRAWINGS) for s, n in names.items()}
         check_request("Omniglot", sizes, ways, train, test, validate)
@@ -213,4 +278,4 @@ class Omniglot(ImageClasses):
 
     def record(self) -> dict:
         return {**super().record(), "image_size": self.image_size, "rotate_test": self.rotate_test,
-                "train_split": self.train_split}
+                "split": self.split, "train_split": self.train_split, "split_dir": self.split_dir}
