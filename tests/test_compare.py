@@ -145,3 +145,34 @@ def test_seed_table_mean_and_t_interval_across_seeds(tmp_path):
     assert table.loc["fomaml + agreement", ACROSS] == "60.00 (1 seed: no across-seed CI)"
     assert table_main([str(tmp_path), "--seeds"]) == 0
     assert (tmp_path / "table.md").read_text().count("fomaml") == 2
+
+
+# ---- the paired study over a sweep (scripts/ga_study.py) ---------------------------------------------------------
+
+def test_paired_study_pairs_seeds_within_each_setting_and_names_failures(tmp_path):
+    from metarun.results import write_failure
+    from metarun.study import paired_study, summary
+
+    sweep = tmp_path / "sweep"
+    for lr, shift in (("0.01", 0.1), ("0.02", -0.1)):  # agreement higher (better) at 0.01, lower at 0.02
+        for seed in (0, 1, 2):
+            for weighting in ("agreement", "uniform"):
+                overrides = [f"inner.lr={lr}", f"seed={seed}", f"weighting={weighting}", "+study=x"]
+                job = sweep / ",".join(overrides[:3])
+                if (lr, seed, weighting) == ("0.02", 2, "agreement"):  # diverged: failed.json, no results
+                    (job / ".hydra").mkdir(parents=True)
+                    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": seed}))
+                    write_failure(job, "training diverged at iteration 7: ...", 1)
+                else:
+                    scores = [s + (shift + 0.01 * seed if weighting == "agreement" else 0) for s in B]
+                    make_run(job, scores, seed, weighting, inner_lr=float(lr))
+                (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    table = paired_study(sweep, "weighting", "agreement", "uniform").set_index("inner.lr")
+    diff = "agreement − uniform (mean ± 95% CI across seeds)"
+    # Seed differences 0.10, 0.11, 0.12 (percent: 10, 11, 12): 11 +- 4.3027 * 1 / sqrt 3.
+    assert table.loc["0.01", diff] == f"+11.00 ± {4.3027 / math.sqrt(3):.2f}"
+    assert table.loc["0.01", "verdict"] == "agreement better" and table.loc["0.01", "paired seeds"] == 3
+    assert table.loc["0.02", "paired seeds"] == 2 and table.loc["0.02", "verdict"] == "agreement worse"
+    assert table.loc["0.02", "left out"] == ("seed 2 agreement: failed: training diverged at iteration 7; "
+                                             "seed 2 only in uniform")
+    assert summary(table.reset_index(), "agreement").startswith("2 settings: agreement better in 1, worse in 1")
