@@ -61,7 +61,7 @@ def test_two_runs_paired_over_their_test_tasks(tmp_path, capsys):
     assert p.half == pytest.approx(3.1824 * 0.1 / 2, rel=1e-4)  # sd of (0.2, 0, 0.2, 0.2) is 0.1
     assert main([str(a), str(b)]) == 0
     out = capsys.readouterr().out
-    assert "A and B differ in: weighting.name (agreement, uniform)" in out
+    assert "A and B differ in: weighting (agreement, uniform)" in out
     assert "seed 0: A 75.00, B 60.00, A − B = +15.00 (95% CI -0.91 to +30.91" in out
     assert "verdict (over 4 test tasks, one seed): no significant difference" in out
 
@@ -115,7 +115,7 @@ def test_a_multirun_folder_of_different_methods(tmp_path, capsys):
     make_run(tmp_path / "sweep" / "weighting=uniform", B)
     assert main([str(tmp_path / "sweep"), str(tmp_path / "sweep")]) == 2
     message = error(capsys)
-    assert "is a multirun folder of 2 runs that differ in weighting.name (agreement, uniform), not only in seed" \
+    assert "is a multirun folder of 2 runs that differ in weighting (agreement, uniform), not only in seed" \
         in message
     assert "--a weighting=agreement" in message
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from metarun import errors
 from metarun.results import RESULTS, SCORES, ResultsError, find_jobs, read_results
-from metarun.settings import describe, differences, matches, run_settings
+from metarun.settings import describe, differences, matches, run_settings, show
 from metarun.stats import Paired, format_p, paired
 
 # What fixes a run's test tasks: results.json fields (named by the setting a user changes), then config keys
@@ -130,7 +130,7 @@ def check_one_method(folder: Path, runs: list[Run], name: str) -> None:
     diffs = differences([r.settings for r in runs], ignore={"seed"})
     if diffs:
         first = next(iter(diffs))
-        example = f"{first}={diffs[first][0]}".replace(".name=", "=")
+        example = f"{first}={show(diffs[first][0])}"
         raise CompareError(errors.one_paragraph(
             f"{name}: {folder} is a multirun folder of {len(runs)} runs that differ in {describe(diffs)}, not only "
             f"in seed, so it is not one method to compare. Pass one run folder (e.g. {runs[0].folder}), or choose "

@@ -71,6 +71,15 @@ def differences(settings: Iterable[Mapping[str, Any]], ignore: Iterable[str] = (
         values = [s.get(key) for s in settings]
         if any(not _same(v, values[0]) for v in values[1:]):
             out[key] = values
+    return _by_group(out)
+
+
+def _by_group(diffs: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Runs of different config-group options (algo=maml vs algo=reptile) differ in every key of the group:
+    name the group once, by its options, as on the command line."""
+    groups = [k[: -len(".name")] for k in diffs if k.endswith(".name")]
+    out = {g: diffs[f"{g}.name"] for g in groups}
+    out |= {k: v for k, v in diffs.items() if not any(k.startswith(f"{g}.") for g in groups)}
     return out
 
 
@@ -78,13 +87,14 @@ def describe(diffs: Mapping[str, list[Any]], limit: int = 4) -> str:
     """`inner.lr (0.01, 0.02), eval.lr (0.01, 0.02)`: the differing keys and their distinct values."""
     parts = []
     for key, values in list(diffs.items())[:limit]:
-        distinct = list(dict.fromkeys(_show(v) for v in values))
+        distinct = list(dict.fromkeys(show(v) for v in values))
         parts.append(f"{key} ({', '.join(distinct)})")
     more = len(diffs) - limit
     return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A setting's value as written on a command line."""
     if value is None:
         return "unset"
     if isinstance(value, tuple):
@@ -99,7 +109,7 @@ def matches(settings: Mapping[str, Any], key: str, wanted: str) -> bool:
     if key not in settings:
         return False
     value = settings[key]
-    if _show(value) == wanted or str(value).lower() == wanted.lower():
+    if show(value) == wanted or str(value).lower() == wanted.lower():
         return True
     try:
         return float(value) == float(wanted)
