@@ -24,6 +24,7 @@ from test_miniimagenet import Data, write_csv
 
 TINY = ["train.iterations=3", "train.meta_batch=2", "train.eval_every=2", "eval.tasks=6", "eval.val_tasks=4",
         "eval.chunk=4", "device=cpu"]
+CARRY = ["algo=reptile", "algo.inner_optimizer=adam", "algo.inner_state=carry"]
 OMNIGLOT = ["data=omniglot", "train.iterations=2", "train.meta_batch=2", "train.queries=2", "eval.tasks=4",
             "eval.val_tasks=0", "eval.chunk=4", "eval.steps=1", "device=cpu"]
 
@@ -84,6 +85,24 @@ CONFIG = [
     pytest.param(["eval.tasks=1"], ["`eval.tasks=1` is too few", "Set `eval.tasks=1000`"], id="one-test-task"),
     pytest.param(["device=cuda"], ["`device=cuda` was asked for, but this machine has no usable CUDA GPU",
                                    "Use `device=cpu`"], id="cuda-without-a-gpu"),
+    pytest.param(CARRY + ["exec.mode=vmap"], ["`algo.inner_state=carry` makes each task's inner loop start from the "
+                                              "Adam state the previous task left", "`exec.mode=vmap` runs them side "
+                                              "by side", "Use `exec.mode=loop` (or `auto`)"], id="carry-with-vmap"),
+    pytest.param(CARRY + ["exec.workers=2"], ["`exec.workers=2` runs them side by side", "with `exec.workers=0`"],
+                 id="carry-with-workers"),
+    pytest.param(["algo=reptile", "algo.inner_state=carry"], ["`algo.inner_optimizer=sgd` has none",
+                                                              "Set `algo.inner_optimizer=adam`"], id="carry-with-sgd"),
+    pytest.param(["algo=reptile", "algo.inner_state=keep"], ["`algo.inner_state=keep` is unknown. Valid values: "
+                                                             "fresh, carry."], id="unknown-inner-state"),
+    pytest.param(["algo=imaml", "inner.sub_batches=2"], ["`inner.sub_batches=2` splits the support set among the "
+                                                         "training inner steps of maml, fomaml and reptile",
+                                                         "algo=imaml does not use it"], id="sub-batches-for-imaml"),
+    pytest.param(["inner.sub_batches=11"], ["`inner.sub_batches=11` is more sub-batches than a training support set "
+                                            "has examples (10)", "at most 10"], id="too-many-sub-batches"),
+    pytest.param(["model.activation=gelu"], ["`model.activation=gelu` is unknown. Valid values: relu, tanh."],
+                 id="unknown-activation"),
+    pytest.param(["outer.decay=1.5"], ["`outer.decay=1.5` is invalid: the step decay factor must be in (0, 1]"],
+                 id="step-decay-above-one"),
 ]
 
 

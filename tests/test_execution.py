@@ -19,6 +19,7 @@ from metarun.models import MLP
 
 ALGOS = {
     "maml": lambda: MAML("maml", steps=3, lr=0.05),
+    "maml-sub-batches": lambda: MAML("maml", steps=3, lr=0.05, sub_batches=2),
     "fomaml": lambda: FOMAML("fomaml", steps=3, lr=0.05),
     "reptile": lambda: Reptile("reptile", steps=3, lr=0.05),
     "reptile-adam": lambda: Reptile("reptile", steps=3, lr=0.01, inner_optimizer="adam"),

@@ -162,3 +162,101 @@ def test_cavia_meta_gradient_matches_finite_differences(tiny):
     # Without the context steps the gradient is clearly different: the inner loop matters.
     no_adaptation = central_differences(lambda t: cavia_query_loss(t, task, 0, 0.5, 2), theta)
     assert relative_error(no_adaptation, reference) > 1e-2
+
+
+def hand_adam(p: dict, x, y, steps: int, lr: float, state: tuple, betas=(0.5, 0.999), eps=1e-8, batches=1):
+    """Adam with plain autograd from `state` = (m, v, t), step i on sub-batch i mod `batches`; returns (p, state)."""
+    b1, b2 = betas
+    m, v, t = state
+    for i in range(steps):
+        t += 1
+        xs, ys = x[i % batches::batches], y[i % batches::batches]
+        grads = dict(zip(p, torch.autograd.grad(F.mse_loss(mlp(p, xs), ys), list(p.values())), strict=True))
+        m = {k: b1 * m[k] + (1 - b1) * grads[k] for k in p}
+        v = {k: b2 * v[k] + (1 - b2) * grads[k] ** 2 for k in p}
+        p = {k: leaf(p[k] - lr * (m[k] / (1 - b1**t)) / ((v[k] / (1 - b2**t)).sqrt() + eps)) for k in p}
+    return p, (m, v, t)
+
+
+def tasks_of(seed: int, count: int):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        sx, qx = (torch.randn(n, 1, generator=g, dtype=torch.float64) for n in (6, 4))
+        phase = torch.rand(1, generator=g, dtype=torch.float64)
+        out.append((sx, torch.sin(sx + phase), qx, torch.sin(qx + phase)))
+    return out
+
+
+def test_reptile_carried_adam_matches_a_hand_written_loop(tiny):
+    """The official code's inner Adam: moments and step count carried through the meta-batch and across
+    iterations; every test task starts from the end-of-training state, which it leaves unchanged."""
+    from metarun.algorithms.base import task_grads
+    from metarun.tasks import Episode
+
+    model, loss, _ = tiny
+    theta = detached(model)
+    steps, lr, betas = 3, 0.01, (0.5, 0.999)  # beta1 > 0 so that the first moment is carried too
+    algo = Reptile("reptile", steps=steps, lr=lr, inner_optimizer="adam", adam_betas=betas, inner_state="carry",
+                   sub_batches=2)
+    state = ({k: torch.zeros_like(v) for k, v in theta.items()}, {k: torch.zeros_like(v) for k, v in theta.items()}, 0)
+    for iteration in range(2):  # two meta-batches of three tasks, theta moved between them as the outer step would
+        batch = tasks_of(iteration, 3)
+        got = task_grads(algo, theta, loss, Episode(*(torch.stack(t) for t in zip(*batch, strict=True))), "loop",
+                         diagnose=False)
+        for i, (sx, sy, _, _) in enumerate(batch):
+            phi, state = hand_adam(leaves(theta), sx, sy, steps, lr, state, betas, batches=2)
+            for k in theta:
+                torch.testing.assert_close(got.meta_grads[k][i], theta[k] - phi[k].detach(), rtol=1e-10, atol=1e-12)
+        theta = {k: v - 0.5 * got.meta_grads[k].mean(0) for k, v in theta.items()}
+    assert algo.state_dict()["adam_t"] == 2 * 3 * steps == state[2]
+
+    # Test time: from the end-of-training state, on the whole support set, and the state is left as it was.
+    sx, sy, _, _ = tasks_of(7, 1)[0]
+    before = {k: v.clone() for k, v in algo.state_dict()["adam_m"].items()}
+    adapted = algo.adapt(theta, loss, sx, sy, 4, lr)
+    expected, _ = hand_adam(leaves(theta), sx, sy, 4, lr, tuple(s for s in state), betas)
+    for k in theta:
+        torch.testing.assert_close(adapted[k], expected[k].detach(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(algo.state_dict()["adam_m"][k], before[k], rtol=0, atol=0)
+    assert algo.state_dict()["adam_t"] == 2 * 3 * steps
+    # The check can tell a fresh state from a carried one.
+    fresh = Reptile("reptile", steps=4, lr=lr, inner_optimizer="adam", adam_betas=betas)
+    assert relative_error(fresh.adapt(theta, loss, sx, sy, 4, lr), adapted) > 1e-3
+
+
+def sub_batched_query_loss(theta: dict, task, steps: int, batches: int) -> float:
+    sx, sy, qx, qy = task
+    p = leaves(theta)
+    for i in range(steps):
+        xs, ys = sx[i % batches::batches], sy[i % batches::batches]
+        grads = torch.autograd.grad(F.mse_loss(mlp(p, xs), ys), list(p.values()))
+        p = {k: p[k] - LR * g for k, g in zip(p, grads, strict=True)}
+    return F.mse_loss(mlp(p, qx), qy).item()
+
+
+def test_sub_batches_are_gradient_agreements_algorithm_1(tiny):
+    """inner.sub_batches=k: step i of the training inner loop descends sub-batch i mod k (every k-th example)."""
+    model, loss, task = tiny
+    theta = detached(model)
+    meta_grad, update, _ = MAML("maml", steps=3, lr=LR, sub_batches=2).task(theta, loss, *task)
+    reference = central_differences(lambda t: sub_batched_query_loss(t, task, 3, 2), theta)
+    assert relative_error(meta_grad, reference) < 1e-6
+    whole = central_differences(lambda t: sub_batched_query_loss(t, task, 3, 1), theta)
+    assert relative_error(whole, reference) > 1e-3  # the check can tell sub-batches from the whole set
+    _, fo_update, _ = FOMAML("fomaml", steps=3, lr=LR, sub_batches=2).task(theta, loss, *task)
+    displacement, _, _ = Reptile("reptile", steps=3, lr=LR, sub_batches=2).task(theta, loss, *task)
+    for k in theta:
+        torch.testing.assert_close(fo_update[k], update[k], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(displacement[k], update[k], rtol=1e-10, atol=1e-12)
+
+
+def test_mlp_activation_tanh():
+    torch.manual_seed(0)
+    model = MLP(1, [6], 1, activation="tanh").double()
+    p = {k: v.detach() for k, v in model.named_parameters()}
+    x = torch.linspace(-2, 2, 7, dtype=torch.float64)[:, None]
+    h = torch.tanh(x @ p["body.0.weight"].T + p["body.0.bias"])
+    torch.testing.assert_close(model(x), h @ p["head.weight"].T + p["head.bias"], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="activation must be one of relu, tanh"):
+        MLP(1, [6], 1, activation="gelu")

@@ -31,6 +31,7 @@ EXPECTED = {
     "reptile_miniimagenet",
     "reptile_omniglot",
 }
+REQUIRED = {"name", "source", "metric", "assumed", "cells"}
 GROUPS = ("algo", "weighting", "data", "model")  # group choices a cell may make; everything else is key=value
 METRICS = ("accuracy", "mse")
 
@@ -67,7 +68,9 @@ def test_the_expected_presets_exist():
 @pytest.mark.parametrize("name", presets())
 def test_preset_records_its_table(name):
     paper = raw(name)
-    assert set(paper) == {"name", "source", "metric", "assumed", "cells"}
+    assert REQUIRED <= set(paper) <= REQUIRED | {"notes"}
+    notes = list(paper.get("notes") or [])
+    assert all(isinstance(n, str) and n.strip() for n in notes)
     assert paper.cells, f"{name} has no cells"
     for cell, spec in paper.cells.items():
         assert set(spec) == {"overrides", "published", "published_ci95"}, f"{name}.{cell}"
@@ -114,3 +117,18 @@ def test_cell_composes_and_checks(hydra_conf, name, cell):
             got = OmegaConf.select(cfg, key)
             got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
             assert got == value, f"{name}.{cell}: {key}={got!r}, the cell says {value!r}"
+
+
+def test_gradient_agreement_presets_say_their_baselines_are_copied():
+    for name in ("ga_omniglot", "ga_miniimagenet"):
+        notes = " ".join(raw(name).notes)
+        assert "copied from Finn et al." in notes and "'+ Transduction' rows, the label dropped" in notes
+        assert "does not state its own evaluation protocol" in notes
+
+
+def test_reptile_cells_with_inner_adam_carry_its_state_as_the_official_code():
+    for name, cell in cells():
+        overrides = parsed(list(raw(name).cells[cell].overrides))
+        if overrides.get("algo") == "reptile" and overrides.get("algo.inner_optimizer") == "adam":
+            assert overrides.get("algo.inner_state") == "carry", f"{name}.{cell}"
+            assert overrides.get("inner.sub_batches", 1) > 1, f"{name}.{cell}"  # the code's inner mini-batches

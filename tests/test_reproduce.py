@@ -23,11 +23,14 @@ def test_quick_sine_reproduction_then_only_missing_cells_rerun(tmp_path, cli_env
     assert first.returncode == 0, first.stderr
     assert "running 2 cell(s)" in first.stdout and "NOT the paper's budgets" in first.stdout
     table = (out / "reproduce.csv").read_text().splitlines()
-    assert table[0] == "cell,ours,n,published,difference,within our CI?" and len(table) == 3
+    assert table[0] == ("cell,ours (mean ± 95% CI over test tasks),test tasks,published,difference,p (two-sample z),"
+                        "consistent at 95%? (two-sample z)") and len(table) == 3
     assert table[1].startswith("reptile,") and table[2].startswith("ga_reptile,")
     assert [row.split(",")[2:4] for row in table[1:]] == [["20", "0.130"], ["20", "0.080"]]  # 20 test tasks each
+    assert all(row.endswith(",,no published CI") for row in table[1:])  # the paper prints no CI: no verdict
+    assert "Note: The Reptile row (0.13) is the paper's own run" in first.stdout
     cell = yaml.safe_load((out / ".cells" / "cell" / "reptile.yaml").read_text())
-    assert cell["train"]["iterations"] == 700  # 70,000 / 100 (the command line shrank it further here)
+    assert cell["train"]["iterations"] == 300  # 30,000 / 100 (the command line shrank it further here)
 
     kept = (out / "reptile" / "results.json").stat().st_mtime_ns
     (out / "ga_reptile" / "results.json").unlink()
@@ -65,3 +68,27 @@ def test_cell_file_turns_group_choices_into_defaults_and_values_into_the_body():
     body = yaml.safe_load(text)
     assert body["ways"] == 20 and body["data"]["rotate_test"] is False and body["inner"]["lr"] == 5e-4
     assert body["train"]["iterations"] == 7
+
+
+def test_seeds_are_judged_by_their_across_seed_ci(tmp_path, cli_env):
+    """`--seeds`: each cell's seeds in CELL/seed=S; a missing seed is named, the single-run folder is not used."""
+    from metarun.results import write_results
+
+    def run(folder, mean, seed):
+        folder.mkdir(parents=True)
+        write_results(folder, {"data": "sine", "task_kind": "regression", "ways": 1, "shots": 10, "algo": "reptile",
+                               "weighting": "uniform", "metric": "mse", "mean": mean, "ci95": 0.01, "seed": seed,
+                               "n_tasks": 1000})
+
+    run(tmp_path / "reptile", 0.9, 0)  # a single-seed run of the cell: not part of the seeds table
+    for seed, mean in ((0, 0.12), (1, 0.14), (2, 0.13)):
+        run(tmp_path / "reptile" / f"seed={seed}", mean, seed)
+    run(tmp_path / "ga_reptile" / "seed=0", 0.2, 0)
+    shown = reproduce("ga_sine", "--table-only", "--seeds", "0,1,2", "--out", str(tmp_path), env=cli_env)
+    assert shown.returncode == 0, shown.stderr
+    rows = (tmp_path / "reproduce.csv").read_text().splitlines()
+    assert rows[0].endswith(",published inside our across-seed 95% CI?")
+    # 0.13 +- 4.303 * 0.01 / sqrt 3 = 0.13 +- 0.025 holds the published 0.13.
+    assert rows[1].startswith("reptile,0.130 ± 0.025,3,") and rows[1].endswith(",yes")
+    assert rows[2].startswith('ga_reptile,0.200,"1 of 3 (seed 1 missing, seed 2 missing)",seed 0: 0.2 ± 0.01,')
+    assert rows[2].endswith(",1 seed: no across-seed CI")

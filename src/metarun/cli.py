@@ -198,6 +198,9 @@ def table_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="run or multirun folders")
     parser.add_argument("--out", type=Path, help="where to write table.{csv,md,tex} (default: the first folder)")
+    parser.add_argument("--seeds", action="store_true",
+                        help="a row per setting over runs that differ only in seed: the mean over seeds, its t-based "
+                             "95%% CI across seeds, and each seed's CI over test tasks")
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
@@ -215,7 +218,16 @@ def table_main(argv: list[str] | None = None) -> int:
               "A run writes results.json when it finishes; pass folders of finished runs.",
               file=sys.stderr)
         return 2
-    table = build_table(runs)
+    if args.seeds:
+        from metarun.seeds import SeedsError, seed_table
+
+        try:
+            table = seed_table(runs)
+        except SeedsError as e:
+            print(f"metarun-table: error: {e}", file=sys.stderr)
+            return 2
+    else:
+        table = build_table(runs)
     print(table.to_markdown())
     for path in write_table(table, args.out or args.dirs[0]):
         print(f"wrote {path}")

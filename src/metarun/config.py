@@ -37,6 +37,9 @@ class TrainConfig:
 class InnerConfig:
     steps: int = 5
     lr: float = 0.01
+    # Training only (maml, fomaml, reptile): split each task's support set into k sub-batches, step i
+    # on sub-batch i mod k (Eshratifar et al. 2018, Algorithm 1). 1 = every step on the whole set.
+    sub_batches: int = 1
 
 
 @dataclass
@@ -57,6 +60,10 @@ class OuterConfig:
     optimizer: Any = MISSING  # a torch.optim class with `_partial_: true`
     lr: float = 0.001
     anneal: bool = False  # decay lr linearly to 0 over training (Reptile's meta step size)
+    decay: float = 1.0  # multiply lr by this every `decay_every` iterations (CAVIA's code: 0.9 every 5000)
+    decay_every: int = 0  # 0 = no step decay
+    # Clip the combined meta-gradient elementwise to +-this (MAML's miniImageNet code and CAVIA's: 10); 0 = off.
+    clip_value: float = 0.0
 
 
 @dataclass
@@ -160,18 +167,24 @@ class MLPModel:
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     out_features: int = 1
     context: int = 0  # input width added for CAVIA's context vector (algo=cavia sets it)
+    activation: str = "relu"  # relu (MAML's sine regressor) | tanh (Reptile's sine demo)
+
+
+SUB_BATCHES = II("inner.sub_batches")  # passed to the algorithms whose training inner loop can split its support set
 
 
 @dataclass
 class MAMLAlgo:
     _target_: str = "metarun.algorithms.maml.MAML"
     name: str = "maml"
+    sub_batches: int = SUB_BATCHES
 
 
 @dataclass
 class FOMAMLAlgo:
     _target_: str = "metarun.algorithms.fomaml.FOMAML"
     name: str = "fomaml"
+    sub_batches: int = SUB_BATCHES
 
 
 @dataclass
@@ -180,6 +193,10 @@ class ReptileAlgo:
     name: str = "reptile"
     inner_optimizer: str = "sgd"  # sgd | adam (the paper's Adam has beta1 = 0)
     adam_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
+    # fresh: zero Adam moments for every task; carry: the official code's Adam state, kept from task to
+    # task in training and used (then restored) for every test task. carry needs inner_optimizer=adam.
+    inner_state: str = "fresh"
+    sub_batches: int = SUB_BATCHES
 
 
 @dataclass
@@ -248,6 +265,8 @@ WEIGHTINGS = ("uniform", "agreement")
 AGREEMENT_VECTORS = ("auto", "updates", "meta_grads")
 EXEC_MODES = ("auto", "loop", "vmap")
 INNER_OPTIMIZERS = ("sgd", "adam")
+INNER_STATES = ("fresh", "carry")
+ACTIVATIONS = ("relu", "tanh")
 
 
 def _positive(cfg: DictConfig, key: str, what: str, fix: str) -> None:
@@ -274,10 +293,13 @@ def check(cfg: DictConfig) -> None:
                   f"Set e.g. `{key}=5`; every algorithm adapts with at least one gradient step.")
     for key in ("inner.lr", "eval.lr", "outer.lr"):
         _positive(cfg, key, "a learning rate", f"Set e.g. `{key}=0.01`.")
-    for key in ("train.iterations", "train.meta_batch", "eval.tasks", "eval.chunk"):
+    for key in ("train.iterations", "train.meta_batch", "eval.tasks", "eval.chunk", "inner.sub_batches"):
         _positive(cfg, key, "a count", f"Set `{key}` to a positive whole number.")
     _non_negative(cfg, ("train.eval_every", "train.checkpoint_every", "eval.val_tasks", "exec.chunk",
-                        "exec.workers"))
+                        "exec.workers", "outer.decay_every", "outer.clip_value"))
+    if not 0 < cfg.outer.decay <= 1:
+        raise ConfigError(f"`outer.decay={cfg.outer.decay}` is invalid: the step decay factor must be in (0, 1]. "
+                          "Set e.g. `outer.decay=0.9 outer.decay_every=5000`, or `outer.decay=1` for none.")
     if cfg.logger not in ("csv", "tensorboard"):
         raise ConfigError(f"`logger={cfg.logger}` is unknown. Valid values: csv, tensorboard.")
     if cfg.eval.val_tasks == 1:
@@ -324,6 +346,45 @@ def _check_algo(cfg: DictConfig) -> None:
         _positive(cfg, "algo.context_size", "CAVIA's context size", "Set e.g. `algo.context_size=4`.")
     if "cg_damping" in algo:
         _non_negative(cfg, ("algo.cg_damping",))
+    _check_sub_batches(cfg)
+    _check_inner_state(cfg)
+
+
+def _check_sub_batches(cfg: DictConfig) -> None:
+    k = cfg.inner.sub_batches
+    if k == 1:
+        return
+    if "sub_batches" not in cfg.algo:
+        raise ConfigError(
+            f"`inner.sub_batches={k}` splits the support set among the training inner steps of maml, fomaml and "
+            f"reptile (gradient agreement's Algorithm 1); algo={cfg.algo.name} does not use it. Set "
+            "`inner.sub_batches=1`, or choose one of those algorithms.")
+    support = cfg.train.shots * (cfg.ways if "channels" in cfg.data else 1)
+    if k > support:
+        raise ConfigError(
+            f"`inner.sub_batches={k}` is more sub-batches than a training support set has examples ({support}), "
+            f"so some would be empty. Set `inner.sub_batches` to at most {support}.")
+
+
+def _check_inner_state(cfg: DictConfig) -> None:
+    state = cfg.algo.get("inner_state")
+    if state is None:
+        return
+    if state not in INNER_STATES:
+        raise ConfigError(f"`algo.inner_state={state}` is unknown. Valid values: {', '.join(INNER_STATES)}.")
+    if state != "carry":
+        return
+    if cfg.algo.inner_optimizer != "adam":
+        raise ConfigError(
+            f"`algo.inner_state=carry` keeps the inner Adam's moment estimates from task to task, but "
+            f"`algo.inner_optimizer={cfg.algo.inner_optimizer}` has none. Set `algo.inner_optimizer=adam`, or "
+            "`algo.inner_state=fresh`.")
+    if cfg.exec.mode == "vmap" or cfg.exec.workers:
+        what = "`exec.mode=vmap`" if cfg.exec.mode == "vmap" else f"`exec.workers={cfg.exec.workers}`"
+        raise ConfigError(
+            f"`algo.inner_state=carry` makes each task's inner loop start from the Adam state the previous task "
+            f"left, so the tasks of a meta-batch must run one after another, in this process; {what} runs them "
+            "side by side. Use `exec.mode=loop` (or `auto`) with `exec.workers=0`, or `algo.inner_state=fresh`.")
 
 
 def _check_model(cfg: DictConfig) -> None:
@@ -340,7 +401,8 @@ def _check_model(cfg: DictConfig) -> None:
             f"the chosen model (`{cfg.model._target_}`) takes images, but data={cfg.data.name} does not. "
             "Use `model=mlp` for sine, or an image dataset (`data=omniglot`, `data=miniimagenet`, `data=folder`)."
         )
-    for key, valid in (("model.downsample", ("stride", "maxpool")), ("model.features", ("mean", "flatten"))):
+    for key, valid in (("model.downsample", ("stride", "maxpool")), ("model.features", ("mean", "flatten")),
+                       ("model.activation", ACTIVATIONS)):
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in valid:
             raise ConfigError(f"`{key}={value}` is unknown. Valid values: {', '.join(valid)}.")

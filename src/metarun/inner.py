@@ -2,12 +2,14 @@
 
 Gradients come from `torch.func.grad`, so the same code is differentiable when an outer
 `grad` transform wraps it (MAML) and graph-free when nothing does (FOMAML, Reptile,
-evaluation).
+evaluation). An objective is one function of the parameters, or a sequence of them (the
+support set's sub-batches): step i then descends objective i mod k.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -16,38 +18,71 @@ from torch.func import grad
 from metarun.functional import Params, step
 
 Objective = Callable[[Params], Tensor]
+Objectives = Objective | Sequence[Objective]
 
 
-def sgd(params: Params, objective: Objective, steps: int, lr: float) -> Params:
-    for _ in range(steps):
-        params = step(params, grad(objective)(params), lr)
+def _at(objectives: Objectives, i: int) -> Objective:
+    if callable(objectives):
+        return objectives
+    return objectives[i % len(objectives)]
+
+
+def sgd(params: Params, objective: Objectives, steps: int, lr: float) -> Params:
+    for i in range(steps):
+        params = step(params, grad(_at(objective, i))(params), lr)
     return params
 
 
-def adam(
+class AdamState(NamedTuple):
+    """Adam's moment estimates and step count: what the official Reptile code carries from task to task."""
+
+    m: Params
+    v: Params
+    t: int
+
+    @staticmethod
+    def fresh(params: Params) -> AdamState:
+        return AdamState({k: torch.zeros_like(p) for k, p in params.items()},
+                         {k: torch.zeros_like(p) for k, p in params.items()}, 0)
+
+
+def adam_steps(
     params: Params,
-    objective: Objective,
+    objective: Objectives,
     steps: int,
     lr: float,
+    state: AdamState,
     betas: tuple[float, float] = (0.0, 0.999),
     eps: float = 1e-8,
-) -> Params:
-    """Adam with fresh state per task; Reptile's paper uses beta1 = 0."""
+) -> tuple[Params, AdamState]:
+    """`steps` Adam steps from `state`; returns the parameters and the state after them."""
     b1, b2 = betas
-    m = {k: torch.zeros_like(v) for k, v in params.items()}
-    v = {k: torch.zeros_like(p) for k, p in params.items()}
-    for t in range(1, steps + 1):
-        g = grad(objective)(params)
+    m, v, t0 = state
+    for i in range(steps):
+        t = t0 + i + 1
+        g = grad(_at(objective, i))(params)
         m = {k: b1 * m[k] + (1 - b1) * g[k] for k in g}
         v = {k: b2 * v[k] + (1 - b2) * g[k] ** 2 for k in g}
         direction = {
             k: (m[k] / (1 - b1**t)) / ((v[k] / (1 - b2**t)).sqrt() + eps) for k in g
         }
         params = step(params, direction, lr)
-    return params
+    return params, AdamState(m, v, t0 + steps)
 
 
-Minimizer = Callable[[Params, Objective, int, float], Params]
+def adam(
+    params: Params,
+    objective: Objectives,
+    steps: int,
+    lr: float,
+    betas: tuple[float, float] = (0.0, 0.999),
+    eps: float = 1e-8,
+) -> Params:
+    """Adam with fresh state per task; Reptile's paper uses beta1 = 0."""
+    return adam_steps(params, objective, steps, lr, AdamState.fresh(params), betas, eps)[0]
+
+
+Minimizer = Callable[[Params, Objectives, int, float], Params]
 
 
 def optimizer(name: str, adam_betas: Sequence[float] = (0.9, 0.999)) -> Minimizer:

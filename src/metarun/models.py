@@ -12,20 +12,25 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
 
 class MLP(nn.Module):
-    """in -> hidden... -> out with ReLU between layers (the sine regressor of MAML and GA).
+    """in -> hidden... -> out with ReLU (MAML's sine regressor) or tanh (Reptile's sine demo) between layers.
 
     `context > 0` widens the input by a context vector that CAVIA adapts per task; it is
     passed as `forward(x, context=c)` and broadcast over the examples.
     """
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, context: int = 0) -> None:
+    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, context: int = 0,
+                 activation: str = "relu") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
         sizes = [in_features + context, *hidden]
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [nn.Linear(a, b), nn.ReLU()]
+            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(sizes[-1], out_features)
         self.context = context

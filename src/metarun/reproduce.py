@@ -11,7 +11,6 @@ exists is not run again; one with only a checkpoint continues from it.
 from __future__ import annotations
 
 import argparse
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig
 
+from metarun import verdict
 from metarun.files import atomic_write
 from metarun.results import ResultsError, load_runs
 
@@ -80,31 +80,26 @@ def quick(cfg: DictConfig) -> dict[str, Any]:
             "eval.tasks": min(cfg.eval.tasks, QUICK_TEST_TASKS), "eval.val_tasks": 0}
 
 
-def side_by_side(paper: DictConfig, out: Path) -> pd.DataFrame:
-    """ours (mean ± CI, n) | published | difference | within our CI?, one row per cell."""
+def side_by_side(paper: DictConfig, out: Path, seeds: list[int] | None = None) -> pd.DataFrame:
+    """One row per cell: ours beside the published number, with the verdict of the test named in its column
+    (metarun.verdict): a two-sample z-test for one run per cell, the across-seed CI with `seeds`."""
     runs = load_runs([out]) if out.is_dir() else pd.DataFrame()
-    by_cell = {Path(r["run_dir"]).name: r for _, r in runs.iterrows()} if not runs.empty else {}
-    scale, digits = (100.0, 2) if paper.metric == "accuracy" else (1.0, 3)
+    by_cell: dict[str, list[dict]] = {}
+    for _, run in runs.iterrows():
+        parts = Path(run["run_dir"]).relative_to(out).parts
+        # One run per cell lives in CELL/; with --seeds, each seed's in CELL/seed=S/.
+        if len(parts) == (2 if seeds else 1) and (not seeds or parts[1].startswith("seed=")):
+            by_cell.setdefault(parts[0], []).append(run.to_dict())
     rows = []
     for name, cell in paper.cells.items():
-        run = by_cell.get(name)
-        published = float(cell.published)
-        row = {"cell": name, "published": _pm(published, cell.get("published_ci95"), digits)}
-        if run is None or run.get("status", "finished") != "finished":
-            status = "missing" if run is None else run["status"]
-            rows.append(row | {"ours": status, "n": "", "difference": "", "within our CI?": ""})
-            continue
-        mean, half = scale * run["mean"], scale * run["ci95"]
-        diff = mean - published
-        rows.append(row | {"ours": _pm(mean, half, digits), "n": int(run["n_tasks"]),
-                           "difference": f"{diff:+.{digits}f}", "within our CI?": "yes" if abs(diff) <= half else "no"})
-    return pd.DataFrame(rows, columns=["cell", "ours", "n", "published", "difference", "within our CI?"])
-
-
-def _pm(mean: float, half: Any, digits: int) -> str:
-    if half is None or (isinstance(half, float) and math.isnan(half)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {float(half):.{digits}f}"
+        found = by_cell.get(name, [])
+        if seeds:
+            rows.append(verdict.seed_row(name, paper.metric, found, seeds, float(cell.published)))
+        else:
+            half = cell.get("published_ci95")
+            rows.append(verdict.task_row(name, paper.metric, found[0] if found else None, float(cell.published),
+                                         None if half is None else float(half)))
+    return pd.DataFrame(rows, columns=verdict.SEED_COLUMNS if seeds else verdict.TASK_COLUMNS)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -120,11 +115,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--launcher", help="a hydra/launcher option, e.g. local (joblib) or slurm")
     parser.add_argument("--out", type=Path, help="results folder (default: outputs/reproduce/PRESET/BUDGET)")
     parser.add_argument("--table-only", action="store_true", help="run nothing; print the table of what exists")
+    parser.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
+                        help="run every cell with each of these training seeds (into CELL/seed=S) and judge the mean "
+                             "over seeds by its t-based 95%% CI across seeds")
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     args.overrides = argv[split + 1:]
     return args
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a comma-separated list of whole numbers, e.g. 0,1,2") \
+            from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def _done(out: Path, cell: str, seeds: list[int] | None) -> bool:
+    folders = [out / cell] if not seeds else [out / cell / f"seed={s}" for s in seeds]
+    return all((f / "results.json").is_file() for f in folders)
 
 
 def run_cli(argv: list[str] | None = None) -> int:
@@ -143,21 +157,22 @@ def run_cli(argv: list[str] | None = None) -> int:
         return 2
     out = (args.out or Path("outputs") / "reproduce" / name / args.budget).resolve()
     code = 0
-    todo = [c for c in chosen if not (out / c / "results.json").is_file()]
+    todo = [c for c in chosen if not _done(out, c, args.seeds)]
     if todo and not args.table_only:
         code = launch(name, paper, todo, out, args)
     notes = [QUICK_NOTE] if args.budget == "quick" else []
+    notes += [f"Note: {n}" for n in paper.get("notes") or []]
     if args.overrides:
         notes.append(f"Command-line overrides for every cell: {' '.join(args.overrides)}" + (
             " (these change the paper's budget)" if any(o.split("=")[0] in BUDGET_KEYS for o in args.overrides)
             else ""))
     try:
-        table = side_by_side(paper, out)
+        table = side_by_side(paper, out, args.seeds)
     except ResultsError as e:
         print(f"metarun-reproduce: error: {e}", file=sys.stderr)
         return 2
     table = table[table["cell"].isin(chosen)]
-    text = table.to_markdown(index=False)
+    text = table.to_markdown(index=False, disable_numparse=True)  # keep "+0.12" and "0.130" as written
     print("\n".join([paper.source, *notes, text]))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "reproduce.md", "\n\n".join([f"# {name}", paper.source, *notes, text]) + "\n")
@@ -176,7 +191,9 @@ def launch(name: str, paper: DictConfig, cells: list[str], out: Path, args: argp
         atomic_write(search / "cell" / f"{cell}.yaml", cell_file(overrides, extra))
     command = [sys.executable, "-m", "metarun", "-m", f"+paper={name}", f"+cell={','.join(cells)}",
                f"hydra.searchpath=[file://{search}]", f"hydra.sweep.dir={out}",
-               "hydra.sweep.subdir=${hydra.runtime.choices.cell}"]
+               "hydra.sweep.subdir='${hydra.runtime.choices.cell}" + ("/seed=${seed}" if args.seeds else "") + "'"]
+    if args.seeds:
+        command.append(f"seed={','.join(map(str, args.seeds))}")
     if args.launcher:
         command.append(f"hydra/launcher={args.launcher}")
     print(f"running {len(cells)} cell(s) of {name} into {out}", flush=True)

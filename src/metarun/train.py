@@ -161,14 +161,19 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     device, source, model, algo, objective = build(cfg)
     check_execution(cfg, device)
     mode = execution_mode(cfg.exec.mode, device, model)
+    # A carried inner-optimiser state makes the tasks of a meta-batch a sequence: they train one by one.
+    train_mode = "loop" if algo.sequential else mode
     vectors = agreement_vectors(cfg, algo)
     params = dict(model.named_parameters())
     optimizer = instantiate(cfg.outer.optimizer)(params.values(), lr=cfg.outer.lr)
     iterations = cfg.train.iterations
-    # Reptile anneals its meta step size linearly to 0; LambdaLR scales the configured lr.
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: 1 - it / iterations if cfg.outer.anneal else 1.0
-    )
+    # Reptile anneals its meta step size linearly to 0, CAVIA's code decays it stepwise; LambdaLR scales the lr.
+    decay, decay_every = cfg.outer.decay, cfg.outer.decay_every
+
+    def lr_factor(it: int) -> float:
+        return (1 - it / iterations if cfg.outer.anneal else 1.0) * decay ** (it // decay_every if decay_every else 0)
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     # The task stream has its own generator so that model init and sampling are independent.
     generator = torch.Generator().manual_seed(cfg.seed)
     first, elapsed, last_val = 1, 0.0, None
@@ -177,6 +182,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         generator.set_state(saved["task_rng"])
+        algo.load_state_dict(saved.get("algo") or {})
         torch.set_rng_state(saved["torch_rng"])
         if saved.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
@@ -194,7 +200,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     def state(iteration: int) -> dict:
         # Everything needed to continue the run exactly, config included.
         return {"params": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "iteration": iteration,
+                "schedule": schedule.state_dict(), "algo": algo.state_dict(), "iteration": iteration,
                 "task_rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "seconds": elapsed + time.perf_counter() - start, "val_mean": last_val, "config": config}
@@ -203,7 +209,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
     board = tensorboard_log(cfg, out_dir)
     start = time.perf_counter()
     bar = tqdm(range(first, iterations + 1), desc=f"{algo.name}+{cfg.weighting.name}", disable=None)
-    with stop_requests() as stop, task_executor(cfg, config, mode, algo, objective) as run_tasks:
+    with stop_requests() as stop, task_executor(cfg, config, train_mode, algo, objective) as run_tasks:
         for it in bar:
             episode = source.sample("train", cfg.train.meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
                                     generator).to(device)
@@ -214,6 +220,8 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
             if not all(torch.isfinite(g).all() for g in combined.values()):
                 # Stop before the step: the parameters and the last checkpoint stay finite.
                 raise Diverged(it, grads.metrics.get("loss_after"), w, out_dir)
+            if cfg.outer.clip_value:  # MAML's miniImageNet code and CAVIA's clip the meta-gradient elementwise
+                combined = {k: g.clamp(-cfg.outer.clip_value, cfg.outer.clip_value) for k, g in combined.items()}
             for name, g in combined.items():
                 params[name].grad = g
             lr = optimizer.param_groups[0]["lr"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,11 +30,38 @@ class Algorithm:
     # False where the inner loop adapts something other than theta (CAVIA's context), so
     # the displacements theta - phi_i are all zero and cannot weigh tasks.
     moves_parameters = True
+    # True where a task's inner loop starts from state the previous task left (Reptile with a carried
+    # inner Adam): the tasks of a meta-batch then form a sequence and cannot be vectorised or shared out.
+    sequential = False
 
-    def __init__(self, name: str, steps: int, lr: float) -> None:
+    def __init__(self, name: str, steps: int, lr: float, sub_batches: int = 1) -> None:
+        if sub_batches < 1:
+            raise ValueError(f"sub_batches must be at least 1, got {sub_batches}")
         self.name = name
         self.steps = steps
         self.lr = lr
+        self.sub_batches = sub_batches
+
+    def support_objectives(self, loss: Objective, x: Tensor, y: Tensor) -> list[inner.Objective]:
+        """The training inner loop's objectives: the whole support set, or its `sub_batches` sub-batches
+        (Eshratifar et al. 2018, Algorithm 1, line 5: step i descends sub-batch i mod k).
+
+        Sub-batch i holds every k-th example from the i-th: support sets list their classes in turn, so
+        each sub-batch gets a near-equal share of every class.
+        """
+        k = self.sub_batches
+        if k == 1:
+            return [lambda p: loss(p, x, y)]
+        if k > x.shape[0]:
+            raise ValueError(f"cannot split a support set of {x.shape[0]} examples into {k} sub-batches")
+        return [lambda p, i=i: loss(p, x[i::k], y[i::k]) for i in range(k)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """State the algorithm carries from task to task and must be checkpointed (none by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (on resuming a run)."""
 
     def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
         """Test-time adaptation: the inner loop from theta on (x, y), with no outer graph."""
@@ -87,6 +114,8 @@ def task_grads(
         return algo.diagnostics(theta, loss, qx, qy, output) if diagnose else output
 
     if mode == "vmap":
+        if algo.sequential:
+            raise ValueError(f"{algo.name} carries state from task to task; its tasks run in a loop, not vmap")
         out = vmap(one, chunk_size=chunk or None)(*episode)
         return TaskGrads(*out)
     if mode != "loop":

@@ -15,7 +15,7 @@ class MAML(Algorithm):
         def query_after_adaptation(p: Params) -> tuple[Tensor, tuple[Tensor, Params]]:
             # The inner grads are taken inside the outer `grad`, so their dependence on
             # theta is differentiated too: second order, no approximation.
-            phi = inner.sgd(p, lambda q: loss(q, sx, sy), self.steps, self.lr)
+            phi = inner.sgd(p, self.support_objectives(loss, sx, sy), self.steps, self.lr)
             after = loss(phi, qx, qy)
             return after, (after, phi)
 
