@@ -8,7 +8,7 @@ import math
 import pytest
 
 from metarun.files import atomic_write
-from metarun.results import build_table, ci95, load_runs, write_results, write_table
+from metarun.results import build_table, ci95, load_runs, run_table, write_results, write_table
 
 
 def test_ci95_on_a_known_vector():
@@ -108,3 +108,10 @@ def test_identical_runs_are_both_shown_named_by_their_folders(tmp_path):
     assert rows(tmp_path) == {"maml + uniform (run monday/run)": "0.5 ± 0.01",
                               "maml + uniform (run tuesday)": "0.7 ± 0.01",
                               "maml + uniform (run tuesday/run)": "0.6 ± 0.01"}
+
+
+@pytest.mark.parametrize("metric", ["mse", "accuracy"])
+def test_one_run_table_without_pandas_is_the_table_metarun_table_prints(tmp_path, metric):
+    run = record("reptile", "agreement", 0.81234) | {"metric": metric, "ci95": 0.0123}
+    write_results(tmp_path, run)
+    assert run_table(run) == build_table(load_runs([tmp_path])).to_markdown()

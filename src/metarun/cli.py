@@ -152,11 +152,11 @@ def app(cfg: DictConfig) -> float | None:
         finished = rundir.claim(out_dir, OmegaConf.to_container(cfg, resolve=True), choose)
         if finished is None:
             _train(cfg, out_dir, sweeping, accept, resume)
-        from metarun.results import RESULTS, ResultsError, build_table, load_runs, read_results
+        from metarun.results import RESULTS, ResultsError, read_results, run_table
 
         try:
             record = read_results(out_dir / RESULTS)
-            table = build_table(load_runs([out_dir])).to_markdown()
+            table = run_table(record)
         except ResultsError as e:  # the folder holds a finished run's results.json that this version cannot read
             fail(out_dir, str(e), 2, sweeping)
     except ConfigError as e:
@@ -302,10 +302,7 @@ class SweepSummary(Callback):
               f"metarun-table {shlex.quote(str(sweep))}")
 
 
-def table_main(argv: list[str] | None = None) -> int:
-    """`metarun-table DIR...`: one table over every run found under the folders."""
-    from metarun.results import ResultsError, build_table, load_runs, write_table
-
+def table_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metarun-table",
         description="Tabulate mean ± 95% CI of every run (results.json) under run or multirun folders. Runs "
@@ -314,7 +311,14 @@ def table_main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", type=Path, help="run or multirun folders")
     parser.add_argument("--out", type=Path, help="folder to write table.csv, table.md and table.tex to (made if "
                                                  "missing; default: the first folder)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def table_main(argv: list[str] | None = None) -> int:
+    """`metarun-table DIR...`: one table over every run found under the folders."""
+    from metarun.results import ResultsError, build_table, load_runs, write_table
+
+    args = table_parser().parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
         print(f"metarun-table: error: no such folder: {', '.join(missing)}. "

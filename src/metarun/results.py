@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,7 +168,7 @@ def unfinished(job: Path) -> dict:
     }
 
 
-def setting_label(run: pd.Series) -> str:
+def setting_label(run: Mapping[str, Any]) -> str:
     """The column a run belongs to; settings that change the numbers but are not the default are named."""
     if run.get("task_kind") == "regression":
         return f"{run['data']} {run['shots']}-shot ({run['metric']})"
@@ -181,7 +181,7 @@ def setting_label(run: pd.Series) -> str:
     return f"{run['data']} {run['ways']}-way {run['shots']}-shot ({', '.join([unit, *notes])})"
 
 
-def cell(run: pd.Series) -> str:
+def cell(run: Mapping[str, Any]) -> str:
     if run.get("status", "finished") != "finished":
         return str(run["status"])  # failed or missing: shown, never dropped
     if run["metric"] == "accuracy":  # papers print percentages
@@ -189,7 +189,7 @@ def cell(run: pd.Series) -> str:
     return f"{run['mean']:.4g} ± {run['ci95']:.2g}"
 
 
-def method_label(run: pd.Series) -> str:
+def method_label(run: Mapping[str, Any]) -> str:
     return f"{run['algo']} + {run['weighting']}"
 
 
@@ -285,6 +285,15 @@ def _folders(run_dirs: list[str]) -> list[str]:
     while all(len(p) > common + 1 and p[common] == paths[0][common] for p in paths):
         common += 1
     return ["run " + "/".join(p[common:]) for p in paths]
+
+
+def run_table(record: Mapping[str, Any]) -> str:
+    """The table of one finished run, as `metarun-table` prints it (Markdown), without importing pandas: a
+    run prints it as it ends, and a finished folder when it is asked for again."""
+    from tabulate import tabulate
+
+    run = {"status": "finished", **record}
+    return tabulate([[method_label(run), cell(run)]], headers=["method", setting_label(run)], tablefmt="pipe")
 
 
 def build_table(runs: pd.DataFrame) -> pd.DataFrame:
