@@ -380,6 +380,27 @@ def test_finished_folder_of_another_config(forker, tmp_path, finished):
     assert same.returncode == 0 and "maml + uniform" in same.stdout and snapshot(run_dir) == before
 
 
+def test_folder_whose_results_contradict_its_config(forker, tmp_path, finished):
+    # What older versions left: a report for `train.iterations=4` rewrote .hydra/config.yaml of a 3-iteration run.
+    run_dir = copied(finished, tmp_path)
+    config = run_dir / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("iterations: 3", "iterations: 4"))
+    before = snapshot(run_dir)
+    longer = [o.replace("iterations=3", "iterations=4") for o in TINY]
+    refused(forker.run(*longer, f"hydra.run.dir={run_dir}"), 2,
+            f"{run_dir / 'results.json'} and {config} disagree (train.iterations: 3 in results.json, 4 in "
+            ".hydra/config.yaml)", "they are not reported. Delete the folder to run it again")
+    assert snapshot(run_dir) == before
+
+
+def test_hydra_writing_its_config_before_the_run_is_checked(forker, tmp_path):
+    run_dir = tmp_path / "run"
+    out = forker.run(*TINY, "hydra.output_subdir=.hydra", f"hydra.run.dir={run_dir}")
+    refused(out, 2, "`hydra.output_subdir=.hydra` makes Hydra write the config into the run folder before metarun "
+                    "has checked", "leave hydra.output_subdir unset")
+    never_started(run_dir)
+
+
 def test_stopped_run_of_another_config(forker, tmp_path, finished):
     run_dir = copied(finished, tmp_path, stopped=True)
     before = snapshot(run_dir)

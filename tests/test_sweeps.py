@@ -80,3 +80,17 @@ def test_table_shows_every_job_of_a_sweep_over_any_setting(forker, tmp_path):
     assert sorted(cells) == [f"maml + uniform (inner.lr={lr}, seed={seed})" for lr in ("0.01", "0.02")
                              for seed in (0, 1)]
     assert all("±" in c for c in cells.values()) and len(set(cells.values())) == 4
+
+
+def test_resume_continues_a_multirun_in_its_folder(forker, tmp_path):
+    sweep = tmp_path / "sweep"
+    assert forker.run("-m", "seed=0,1", *TINY, "device=cpu", f"hydra.sweep.dir={sweep}").returncode == 0
+    (done,) = sweep.glob("*seed=0*")
+    (stopped,) = sweep.glob("*seed=1*")
+    kept = (done / "results.json").read_bytes()
+    (stopped / "results.json").unlink()  # as if it had been stopped after its last checkpoint
+    out = forker.run("--resume", str(sweep))  # the sweep's own overrides, from its multirun.yaml
+    assert out.returncode == 0, out.stderr
+    assert (done / "results.json").read_bytes() == kept  # reported, not run again
+    assert json.loads((stopped / "results.json").read_text())["resumed_from"] == 3
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == sorted([done.name, stopped.name])

@@ -149,6 +149,12 @@ def app(cfg: DictConfig) -> float | None:
         rundir.write_hydra_files(out_dir, cfg)
     try:
         check(cfg)
+        if hydra_cfg.output_subdir is not None:
+            raise ConfigError(
+                f"`hydra.output_subdir={hydra_cfg.output_subdir}` makes Hydra write the config into the run folder "
+                "before metarun has checked that the folder may take this run, overwriting the record of a run "
+                "already there. metarun writes .hydra/ itself once a run is accepted: leave hydra.output_subdir "
+                "unset.")
         finished = rundir.claim(out_dir, OmegaConf.to_container(cfg, resolve=True), choose)
         if finished is None:
             _train(cfg, out_dir, sweeping, accept, resume)

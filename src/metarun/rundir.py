@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from metarun.config import ConfigError, describe_differences, differences
+from metarun.config import ConfigError, describe_differences, differences, lookup
 from metarun.files import atomic_write, remove_temporaries
 
 HYDRA_DIR = ".hydra"
@@ -74,6 +74,8 @@ def claim(out_dir: Path, config: dict[str, Any], choose: str) -> Path | None:
             )
     if saved is None:
         return None
+    if results.is_file():
+        _check_agrees(results, saved)
     changed = differences(saved, config)
     if changed:
         if results.is_file():
@@ -89,6 +91,36 @@ def claim(out_dir: Path, config: dict[str, Any], choose: str) -> Path | None:
             "delete the folder to start over."
         )
     return results if results.is_file() else None
+
+
+# results.json fields and the config keys they were copied from.
+RECORDED = {"seed": "seed", "ways": "ways", "shots": "shots", "queries": "queries", "algo": "algo.name",
+            "weighting": "weighting.name", "iterations": "train.iterations", "meta_batch": "train.meta_batch",
+            "inner_steps": "inner.steps", "inner_lr": "inner.lr", "eval_steps": "eval.steps", "eval_lr": "eval.lr",
+            "eval_seed": "eval.seed"}
+
+
+def _check_agrees(results: Path, saved: dict[str, Any]) -> None:
+    """Refuse a folder whose results.json contradicts its `.hydra/config.yaml`: older versions of metarun let a
+    command that only reported the results rewrite `.hydra/`, so the config there may not be the results'."""
+    import json
+
+    try:
+        record = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return  # reading it says what is wrong with it
+    if not isinstance(record, dict):
+        return
+    wrong = [(key, field) for field, key in RECORDED.items()
+             if field in record and lookup(saved, key) is not None and record[field] != lookup(saved, key)]
+    if wrong:
+        shown = "; ".join(f"{key}: {record[field]} in {RESULTS}, {lookup(saved, key)} in {CONFIG_FILE}"
+                          for key, field in wrong[:3])
+        raise FolderTaken(
+            f"{results} and {results.parent / CONFIG_FILE} disagree ({shown}): an older metarun rewrote "
+            f"{CONFIG_FILE} when a later command only reported these results, so which config they belong to is "
+            "not known, and they are not reported. Delete the folder to run it again, or run in another folder."
+        )
 
 
 def fresh(out_dir: Path) -> bool:
