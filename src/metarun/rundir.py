@@ -19,14 +19,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from metarun.checkpoint import FILENAME as CHECKPOINT
 from metarun.config import ConfigError, describe_differences, differences, lookup
 from metarun.files import atomic_write, remove_temporaries
+from metarun.results import FAILED, RESULTS
 
 HYDRA_DIR = ".hydra"
 CONFIG_FILE = f"{HYDRA_DIR}/config.yaml"
-RESULTS = "results.json"  # as metarun.results names them; not imported, to keep pandas out of this module
-FAILED = "failed.json"
-CHECKPOINT = "checkpoint.pt"
 
 
 class FolderTaken(ConfigError):
@@ -220,8 +219,25 @@ def resume_argv(argv: list[str]) -> list[str]:
         raise ConfigError(f"`--resume {folder}`: {path} is not a folder that metarun wrote: it has neither "
                           f"{HYDRA_DIR}/overrides.yaml (a run) nor multirun.yaml (a multirun). Pass the folder that "
                           "the stop message or the run's `results:` line names.")
-    replaced = {_key(o) for o in rest if not o.startswith("-")}
-    return [*mode, *(o for o in task if _key(o) not in replaced), *hydra, *rest, where]
+    flags, overrides = _split_flags(rest)
+    replaced = {_key(o) for o in overrides}
+    return [*mode, *(o for o in task if _key(o) not in replaced), *hydra, *overrides, where, *flags]
+
+
+VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                "-cd"}
+
+
+def _split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's flags (with their values) and the overrides; flags go last, as Hydra's parser wants them."""
+    flags, overrides, taking = [], [], False
+    for arg in argv:
+        if taking or arg.startswith("-"):
+            flags.append(arg)
+            taking = arg in VALUED_FLAGS
+        else:
+            overrides.append(arg)
+    return flags, overrides
 
 
 def _key(override: str) -> str:
