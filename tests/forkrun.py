@@ -244,16 +244,72 @@ def raise_in_job(seed: int) -> None:
 
     real = train.run
 
-    def run(cfg, out_dir):
+    def run(cfg, out_dir, *args, **kwargs):
         if cfg.seed == seed:
             raise RuntimeError(f"simulated bug in the job with seed={seed}")
-        return real(cfg, out_dir)
+        return real(cfg, out_dir, *args, **kwargs)
 
     train.run = run
 
 
+def ctrl_c(call: int, again: str | None = None) -> None:
+    """A real SIGINT (Ctrl-C) while the `call`-th training batch is drawn; `again`: a second one right after
+    (`now`), or halfway through writing the next checkpoint (`checkpoint`)."""
+    from metarun.data.sine import SineWaves
+
+    real = SineWaves.sample
+    hit = _nth(call)
+
+    def press() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def sample(self, split_, *args, **kwargs):
+        if split_ == "train" and hit():
+            press()
+            if again == "now":
+                press()
+        return real(self, split_, *args, **kwargs)
+
+    SineWaves.sample = sample
+    if again == "checkpoint":
+        class Pressed(_Proxy):
+            def write(self, data):
+                data = bytes(data) if not isinstance(data, str) else data
+                self._f.write(data[: len(data) // 2])
+                press()  # the handler raises here, halfway through the temporary file
+                return self._f.write(data[len(data) // 2:])
+
+        _patch_fdopen_after(call, "checkpoint.pt", Pressed)
+
+
+def _patch_fdopen_after(iteration: int, name: str, make) -> None:
+    """Wrap the first file opened for writing `name` once the `iteration`-th training batch has been drawn."""
+    from metarun.data.sine import SineWaves
+
+    drawn = [0]
+    sample = SineWaves.sample
+
+    def counting(self, split_, *args, **kwargs):
+        drawn[0] += split_ == "train"
+        return sample(self, split_, *args, **kwargs)
+
+    SineWaves.sample = counting
+    real = os.fdopen
+    done = [False]
+
+    def fdopen(fd, *args, **kwargs):
+        f = real(fd, *args, **kwargs)
+        target = _target(fd) if isinstance(fd, int) else ""
+        if drawn[0] >= iteration and not done[0] and target.startswith(f".{name}."):
+            done[0] = True
+            return make(f)
+        return f
+
+    os.fdopen = fdopen
+
+
 PATCHES = {f.__name__: f for f in (kill_at_sample, kill_at_step, kill_at_log_row, kill_mid_write, disk_full,
-                                    kill_at_replace, poison_sample, zero_agreement_vectors, raise_in_job)}
+                                    kill_at_replace, poison_sample, zero_agreement_vectors, raise_in_job, ctrl_c)}
 
 
 # ---- the driver ---------------------------------------------------------------------------------------------

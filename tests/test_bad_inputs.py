@@ -344,10 +344,12 @@ def test_checkpoint_from_another_config(forker, tmp_path, finished):
     run_dir = with_checkpoint(tmp_path, data)
     out = forker.run(*TINY, "inner.lr=0.02", f"hydra.run.dir={run_dir}")
     refused(out, 2, f"{run_dir / 'checkpoint.pt'} (iteration 3) was written by a run with a different config "
-                    "(eval.lr, inner.lr differ)", "Run the same command as before to continue it, choose another "
-                    "folder (hydra.run.dir=...), or delete the checkpoint to start over.")
+                    "(eval.lr: 0.01 there, 0.02 now; inner.lr: 0.01 there, 0.02 now)",
+            f"Run the same command as before to continue it (`metarun --resume {run_dir}` repeats it), choose "
+            "another folder (hydra.run.dir=...), or delete the checkpoint to start over.")
     no_results(run_dir)
     assert (run_dir / "checkpoint.pt").read_bytes() == data
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt"]  # no .hydra/ for a refused run
 
 
 @pytest.mark.parametrize("cut", [pytest.param(None, id="garbage"), pytest.param(0.5, id="truncated")])
@@ -356,8 +358,11 @@ def test_corrupt_checkpoint(forker, tmp_path, finished, cut):
     data = b"not a checkpoint" if cut is None else whole[: int(len(whole) * cut)]
     run_dir = with_checkpoint(tmp_path, data)
     out = forker.run(*TINY, f"hydra.run.dir={run_dir}")
-    refused(out, 2, f"{run_dir / 'checkpoint.pt'} cannot be read as a metarun checkpoint",
-            "Delete it to start this run over, or run in another folder.")
+    message = refused(out, 2, f"{run_dir / 'checkpoint.pt'} cannot be read as a metarun checkpoint: it is cut "
+                              "short or damaged, or not a checkpoint at all (torch.load said ",
+                      "It holds the state a stopped run continues from",
+                      "Delete it to start this run over, or run in another folder")
+    assert "invalid load key" not in message and "central directory" not in message  # not the unpickler's words
     no_results(run_dir)
     assert (run_dir / "checkpoint.pt").read_bytes() == data
 
@@ -410,3 +415,140 @@ def test_rerun_in_a_folder_with_an_older_results_file(forker, tmp_path, finished
     out = forker.run(*TINY, f"hydra.run.dir={path.parent}")
     refused(out, 2, f"{path} has no format number", "delete it and run the same command again")
     assert path.read_bytes() == before
+
+
+# ---- a folder holds one config's run (issue 19) ----------------------------------------------------------------
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under the folder, .hydra/ included, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def copied(finished: Path, tmp_path: Path, stopped: bool = False) -> Path:
+    """A copy of the finished run; `stopped`: without its results, as a run stopped after its last checkpoint."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    if stopped:
+        (run_dir / "results.json").unlink()
+        (run_dir / "scores.csv").unlink()
+    return run_dir
+
+
+def test_finished_folder_of_another_config(forker, tmp_path, finished):
+    run_dir = copied(finished, tmp_path)
+    before = snapshot(run_dir)
+    longer = [o.replace("iterations=3", "iterations=4") for o in TINY]
+    out = forker.run(*longer, f"hydra.run.dir={run_dir}")
+    refused(out, 2, f"{run_dir} holds the finished results (results.json) of a different config (train.iterations: "
+                    "3 there, 4 now), so they are not reported for, nor continued with, this config, and nothing in "
+                    "the folder was changed", f"Run in another folder (`hydra.run.dir=...`), `metarun --resume "
+                    f"{run_dir}` to repeat that run's own command, or delete the folder to start over.")
+    assert snapshot(run_dir) == before  # .hydra/ too: the folder never contradicts its results
+    same = forker.run(*TINY, f"hydra.run.dir={run_dir}")  # the same config: its results, reported again
+    assert same.returncode == 0 and "maml + uniform" in same.stdout and snapshot(run_dir) == before
+
+
+def test_folder_whose_results_contradict_its_config(forker, tmp_path, finished):
+    # What older versions left: a report for `train.iterations=4` rewrote .hydra/config.yaml of a 3-iteration run.
+    run_dir = copied(finished, tmp_path)
+    config = run_dir / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("iterations: 3", "iterations: 4"))
+    before = snapshot(run_dir)
+    longer = [o.replace("iterations=3", "iterations=4") for o in TINY]
+    refused(forker.run(*longer, f"hydra.run.dir={run_dir}"), 2,
+            f"{run_dir / 'results.json'} and {config} disagree (train.iterations: 3 in results.json, 4 in "
+            ".hydra/config.yaml)", "they are not reported. Delete the folder to run it again")
+    assert snapshot(run_dir) == before
+
+
+def test_hydra_writing_its_config_before_the_run_is_checked(forker, tmp_path):
+    run_dir = tmp_path / "run"
+    out = forker.run(*TINY, "hydra.output_subdir=.hydra", f"hydra.run.dir={run_dir}")
+    refused(out, 2, "`hydra.output_subdir=.hydra` makes Hydra write the config into the run folder before metarun "
+                    "has checked", "leave hydra.output_subdir unset")
+    never_started(run_dir)
+
+
+def test_stopped_run_of_another_config(forker, tmp_path, finished):
+    run_dir = copied(finished, tmp_path, stopped=True)
+    before = snapshot(run_dir)
+    out = forker.run(*TINY, "inner.lr=0.02", f"hydra.run.dir={run_dir}")
+    refused(out, 2, f"{run_dir} holds a stopped run (checkpoint.pt) of a different config (eval.lr: 0.01 there, "
+                    "0.02 now; inner.lr: 0.01 there, 0.02 now)")
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("overrides", [pytest.param(["shots=0"], id="bad-setting"),
+                                       pytest.param(["data=omniglot", "data.root=/nowhere"], id="missing-data")])
+def test_refused_run_leaves_no_folder_behind(forker, tmp_path, overrides):
+    default_like = tmp_path / "outputs" / "runs" / "${now:%Y-%m-%d}" / "${now:%H-%M-%S}"  # as the default folder
+    out = forker.run(*TINY, *overrides, f"hydra.run.dir={default_like}")
+    assert out.returncode == 2, out.stderr
+    assert not (tmp_path / "outputs").exists(), sorted(tmp_path.rglob("*"))  # nor its DATE/ parent
+
+
+def test_resume_with_an_override_that_changes_the_config(forker, tmp_path, finished):
+    run_dir = copied(finished, tmp_path, stopped=True)
+    before = snapshot(run_dir)
+    out = forker.run("--resume", str(run_dir), "train.meta_batch=3", "device=cpu")
+    refused(out, 2, f"{run_dir} holds a stopped run (checkpoint.pt) of a different config (train.meta_batch: 2 "
+                    "there, 3 now)")
+    assert snapshot(run_dir) == before
+    done = forker.run("--resume", str(run_dir), "device=cpu")  # an override that changes nothing is taken
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run_dir / "results.json").read_text())["resumed_from"] == 3
+
+
+@pytest.mark.parametrize(("argv", "phrases"), [
+    pytest.param(["--resume"], ["`--resume` needs the folder to continue"], id="no-folder"),
+    pytest.param(["--resume", "{tmp}"], ["`--resume {tmp}`: {tmp} is not a folder that metarun wrote: it has neither "
+                                         ".hydra/overrides.yaml (a run) nor multirun.yaml (a multirun)"],
+                 id="not-a-run-folder"),
+    pytest.param(["-m", "--resume", "{tmp}"], ["continues what the folder holds, a run or a multirun; leave out "
+                                               "`-m`"], id="with-multirun"),
+])
+def test_bad_resume(forker, tmp_path, argv, phrases):
+    out = forker.run(*(a.format(tmp=tmp_path) for a in argv))
+    refused(out, 2, *(p.format(tmp=tmp_path) for p in phrases))
+    assert not list(tmp_path.iterdir())
+
+
+# ---- command-line papercuts (issue 19) -------------------------------------------------------------------------
+
+def test_eval_every_below_zero_says_what_zero_means(forker, tmp_path):
+    run_dir = tmp_path / "run"
+    out = forker.run(*TINY, "train.eval_every=-5", f"hydra.run.dir={run_dir}")
+    refused(out, 2, "`train.eval_every=-5` is invalid: it must be 0 or more. `train.eval_every=0` means validate "
+                    "only at the end of training (`eval.val_tasks=0` turns validation off).")
+    never_started(run_dir)
+
+
+def test_config_inspection_with_multirun(forker, tmp_path):
+    out = forker.run("-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "algo=maml,reptile", "--cfg", "job")
+    refused(out, 2, "`--cfg`, `--info` and `--shell-completion` show one config and run nothing, so they cannot be "
+                    "combined with `-m`/`--multirun`", "e.g. `metarun --cfg job algo=maml`")
+    assert not list(tmp_path.iterdir())
+
+
+def test_version_names_metarun_torch_and_its_cuda_build(forker):
+    out = forker.run("--version")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build (no CUDA)"
+    assert out.stdout.startswith(f"metarun 0.1.0 (torch {torch.__version__}, {build}; Hydra 1.3."), out.stdout
+
+
+def test_table_into_a_folder_that_does_not_exist_yet(forker, tmp_path, finished):
+    dest = tmp_path / "paper" / "tables"
+    out = forker.run(str(finished), "--out", str(dest), entry="table")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["table.csv", "table.md", "table.tex"]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder\n")
+    refused(forker.run(str(finished), "--out", str(blocker / "tables"), entry="table"), 1,
+            f"cannot write {blocker / 'tables'}", "A file stands where a folder must be made", "`--out FOLDER`",
+            prog="metarun-table")
+
+
+def test_table_help_says_95_percent(forker):
+    out = forker.run("--help", entry="table")
+    assert out.returncode == 0 and "95% CI" in out.stdout and "%%" not in out.stdout

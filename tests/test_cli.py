@@ -43,6 +43,16 @@ def test_tiny_run_writes_its_files(tmp_path, cli_env):
     assert (run_dir / "checkpoint.pt").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
     assert "reptile + agreement" in out.stdout
 
+    # The same command again reports the finished run, without importing torch and without writing anything.
+    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    code = ("import sys; from metarun.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    again = subprocess.run([sys.executable, "-c", code, *TINY, "algo=reptile", "weighting=agreement",
+                            f"hydra.run.dir={run_dir}"], capture_output=True, text=True, env=cli_env, timeout=60)
+    assert again.stdout == out.stdout + "NO-TORCH\n", again.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
+
 
 def test_multirun_then_table_has_a_row_per_job(tmp_path, cli_env):
     sweep = tmp_path / "sweep"
@@ -126,3 +136,12 @@ def test_tensorboard_logger_writes_events_and_hyperparameters(tmp_path, cli_env)
     assert [e.step for e in events.Scalars("loss_after")] == [1, 2, 3]
     assert list((run_dir / "tensorboard").glob("hparams/events.out.tfevents.*"))  # the config as hyperparameters
     assert (run_dir / "metrics.csv").is_file()  # CSV is always written
+
+
+def test_help_into_a_closed_pipe_ends_quietly(cli_env):
+    # `metarun --help | head -1`: the reader is gone before metarun writes; no traceback, the shell's exit code.
+    proc = subprocess.Popen([sys.executable, "-m", "metarun", "--help"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=cli_env)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and err == b"", err.decode()

@@ -106,8 +106,8 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(forker, tmp
     message = out.error()
     for phrase in (f"cannot write {run_dir / 'checkpoint.pt'} (No space left on device)",
                    "The disk is full: free space on it, or choose an output folder on another disk with "
-                   "`hydra.run.dir=...`", f"{run_dir / 'checkpoint.pt'} (iteration 3) is intact, and the same "
-                   "command continues from it"):
+                   "`hydra.run.dir=...`", f"{run_dir / 'checkpoint.pt'} (iteration 3) is intact, and `metarun --resume "
+                   f"{run_dir}` continues from it"):
         assert phrase in message, message
     assert checkpoint_iteration(run_dir) == 3
     assert not list(run_dir.glob(".*.tmp"))
@@ -141,5 +141,34 @@ def test_a_job_that_raises_leaves_the_others_and_is_marked(forker, tmp_path):
     assert table.returncode == 0, table.stderr
     cells = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.stdout.splitlines()
              if "(seed" in line}
-    assert cells["maml + uniform (seed 1)"] == "failed"
-    assert all("±" in cells[f"maml + uniform (seed {s})"] for s in (0, 2))
+    assert cells["maml + uniform (seed=1)"] == "failed"
+    assert all("±" in cells[f"maml + uniform (seed={s})"] for s in (0, 2))
+
+
+CTRL_C = [  # (second Ctrl-C, where the run stops, the checkpoint it leaves); the first comes at iteration 5's batch
+    pytest.param(None, "stopped by Ctrl-C (SIGINT) after iteration 5; its checkpoint is saved. To continue: ", 5,
+                 id="once"),
+    pytest.param("now", "stopped at once by Ctrl-C. No results were written; ", 4, id="twice"),
+    pytest.param("checkpoint", "stopped at once by Ctrl-C. No results were written; ", 4,
+                 id="twice-the-second-while-checkpointing"),
+]
+
+
+@pytest.mark.parametrize(("again", "said", "saved"), CTRL_C)
+def test_ctrl_c_checkpoints_and_a_second_one_stops_at_once(forker, tmp_path, reference, again, said, saved):
+    run_dir = tmp_path / "run"
+    out = forker.run(*command(run_dir), patch=("ctrl_c", {"call": 5, "again": again}))
+    assert out.returncode == 130 and "Traceback" not in out.stderr, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"metarun: {said}"), out.stderr
+    assert lines[0].endswith(f"metarun --resume {run_dir}" if again is None else
+                             f"checkpoint.pt (iteration {saved}) is intact, and `metarun --resume {run_dir}` "
+                             "continues from it."), lines[0]
+    # Nothing half-written: the checkpoint reads, no temporary file is left, no results.
+    assert checkpoint_iteration(run_dir) == saved
+    assert not list(run_dir.glob(".*.tmp")) and not (run_dir / "results.json").exists()
+
+    resumed = forker.run("--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(run_dir) == results(reference) and rows(run_dir) == rows(reference)
+    assert json.loads((run_dir / "results.json").read_text())["resumed_from"] == saved

@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import yaml
+from omegaconf import OmegaConf
 
-from metarun.reproduce import cell_file
+from metarun.config import differences
+from metarun.reproduce import cell_file, compose
+from metarun.rundir import saved_config
 
 SHRINK = ["--", "device=cpu", "train.iterations=20", "eval.tasks=20", "train.meta_batch=4"]
 
@@ -32,7 +35,27 @@ def test_quick_sine_reproduction_then_only_missing_cells_rerun(tmp_path, cli_env
     cell = yaml.safe_load((out / ".cells" / "cell" / "reptile.yaml").read_text())
     assert cell["train"]["iterations"] == 300  # 30,000 / 100 (the command line shrank it further here)
 
+    # Another command's results are never this one's: without the shrinking overrides (or another budget), the
+    # cells ask for another config, so the command is refused and changes nothing, --table-only included.
     kept = (out / "reptile" / "results.json").stat().st_mtime_ns
+    for other, differs in ((["--budget", "quick"], "train.iterations: 20 there, 700 now"),
+                           (["--budget", "quick", "--table-only"], "eval.tasks: 20 there, 200 now"),
+                           (SHRINK, "eval.val_tasks: 0 there, 100 now")):
+        refused = reproduce("ga_sine", "--out", str(out), *other, env=cli_env)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert f"2 cell folder(s) hold a run of another config than this command asks for: {out / 'reptile'} (" \
+            in refused.stderr and differs in refused.stderr, refused.stderr
+        assert "Repeat the overrides (after `--`) and --budget of the command that made them" in refused.stderr
+    assert (out / "reptile" / "results.json").stat().st_mtime_ns == kept
+    assert (out / "reproduce.csv").read_text().splitlines() == table
+
+    # --commands prints each cell as the plain metarun command that composes the very config its job ran.
+    shown = reproduce("ga_sine", "--budget", "quick", "--commands", *SHRINK, env=cli_env)
+    commands = [line.split()[1:] for line in shown.stdout.splitlines() if line.startswith("metarun ")]
+    assert len(commands) == 2 and commands[0][0] == "+paper=ga_sine"
+    assert differences(saved_config(out / "reptile"), OmegaConf.to_container(compose(*commands[0]),
+                                                                            resolve=True)) == []
+
     (out / "ga_reptile" / "results.json").unlink()
     second = reproduce("ga_sine", "--budget", "quick", "--out", str(out), *SHRINK, env=cli_env)
     assert second.returncode == 0, second.stderr

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from metarun.files import atomic_write
-from metarun.results import build_table, ci95, load_runs, write_results, write_table
+from metarun.results import build_table, ci95, load_runs, run_table, write_results, write_table
 
 
 def test_ci95_on_a_known_vector():
@@ -58,3 +58,60 @@ def test_several_seeds_are_not_averaged_silently(tmp_path):
     table = build_table(load_runs([tmp_path]))
     assert len(table) == 2
     assert json.loads((tmp_path / "0" / "results.json").read_text())["format"] == 1
+
+
+def job(root, name, mean, config, choices=None):
+    """A finished run folder as metarun writes it: .hydra/config.yaml (and hydra.yaml's choices), results.json."""
+    from omegaconf import OmegaConf
+
+    folder = root / name
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(config), folder / ".hydra" / "config.yaml")
+    if choices:
+        OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": choices}}}), folder / ".hydra" / "hydra.yaml")
+    write_results(folder, record("maml", "uniform", mean))
+
+
+def base(**changes):
+    config = {"seed": 0, "inner": {"lr": 0.01, "steps": 5}, "eval": {"lr": "${inner.lr}", "steps": "${inner.steps}"},
+              "model": {"_target_": "metarun.models.Conv4", "filters": 64, "downsample": "stride"}}
+    for key, value in changes.items():
+        section, _, leaf = key.partition("__")
+        config[section] = {**config[section], leaf: value} if leaf else value
+    return config
+
+
+def rows(tmp_path):
+    return dict(build_table(load_runs([tmp_path]))["sine 10-shot (mse)"])
+
+
+def test_runs_that_differ_in_any_setting_each_get_a_row_named_by_it(tmp_path):
+    job(tmp_path, "a", 0.5, base())
+    job(tmp_path, "b", 0.6, base(inner__lr=0.02))  # eval.lr follows inner.lr: not named
+    job(tmp_path, "c", 0.7, base(inner__lr=0.02, seed=1))
+    assert rows(tmp_path) == {"maml + uniform (inner.lr=0.01, seed=0)": "0.5 ± 0.01",
+                              "maml + uniform (inner.lr=0.02, seed=0)": "0.6 ± 0.01",
+                              "maml + uniform (inner.lr=0.02, seed=1)": "0.7 ± 0.01"}
+
+
+def test_a_group_choice_names_the_row_rather_than_its_keys(tmp_path):
+    job(tmp_path, "a", 0.5, base(), {"model": "conv4"})
+    job(tmp_path, "b", 0.6, base(model={"_target_": "metarun.models.Conv4", "filters": 32, "downsample": "maxpool"}),
+        {"model": "conv4_pool32"})
+    assert sorted(rows(tmp_path)) == ["maml + uniform (model=conv4)", "maml + uniform (model=conv4_pool32)"]
+
+
+def test_identical_runs_are_both_shown_named_by_their_folders(tmp_path):
+    job(tmp_path / "monday", "run", 0.5, base())
+    job(tmp_path / "tuesday", "run", 0.6, base())
+    write_results(tmp_path / "tuesday", record("maml", "uniform", 0.7))  # a copy of results without a config
+    assert rows(tmp_path) == {"maml + uniform (run monday/run)": "0.5 ± 0.01",
+                              "maml + uniform (run tuesday)": "0.7 ± 0.01",
+                              "maml + uniform (run tuesday/run)": "0.6 ± 0.01"}
+
+
+@pytest.mark.parametrize("metric", ["mse", "accuracy"])
+def test_one_run_table_without_pandas_is_the_table_metarun_table_prints(tmp_path, metric):
+    run = record("reptile", "agreement", 0.81234) | {"metric": metric, "ci95": 0.0123}
+    write_results(tmp_path, run)
+    assert run_table(run) == build_table(load_runs([tmp_path])).to_markdown()

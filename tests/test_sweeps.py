@@ -22,6 +22,9 @@ def test_launcher_runs_every_job(tmp_path, cli_env, launcher):
     # Job folders are named from their overrides, so a rerun finds them.
     assert set(records) == {"maml", "fomaml"}
     assert all(name.startswith(f"algo={algo},") for algo, name in records.items())
+    # With submitit the jobs' own output goes to its log files: the end of the sweep says where the results are.
+    assert f"2 job folder(s) under {sweep} hold results.json; one table of them all: metarun-table {sweep}" \
+        in out.stdout, out.stdout
 
 
 def test_a_failing_job_does_not_stop_the_sweep_and_is_marked(tmp_path, cli_env):
@@ -47,7 +50,7 @@ def test_an_unfinished_job_is_marked_missing(tmp_path, cli_env):
     (unfinished,) = sweep.glob("*seed=1*")
     (unfinished / "results.json").unlink()  # as if the job had been killed
     shown = table(str(sweep), env=cli_env)
-    assert "missing" in shown.stdout and "(seed 1)" in shown.stdout
+    assert "missing" in shown.stdout and "(seed=1)" in shown.stdout
 
 
 def test_optuna_search_preset_runs_trials_and_reports_the_best(tmp_path, cli_env):
@@ -58,3 +61,36 @@ def test_optuna_search_preset_runs_trials_and_reports_the_best(tmp_path, cli_env
     assert len(list(sweep.glob("*/results.json"))) == 2
     best = (sweep / "optimization_results.yaml").read_text()
     assert "best_params" in best and "inner.lr" in best and "outer.lr" in best
+    assert "\x1b[" not in out.stderr + out.stdout  # no colour codes where there is no terminal
+    # Two trials differ only in their learning rates: two rows, each named by them.
+    shown = table(str(sweep), env=cli_env)
+    rows = [line for line in shown.stdout.splitlines() if line.startswith("| maml + uniform (")]
+    assert len(rows) == 2 and all("eval.lr" not in r and "inner.lr=" in r and ", outer.lr=" in r for r in rows), rows
+
+
+def test_table_shows_every_job_of_a_sweep_over_any_setting(forker, tmp_path):
+    sweep = tmp_path / "sweep"
+    out = forker.run("-m", "inner.lr=0.01,0.02", "seed=0,1", *TINY, "device=cpu", f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr
+    shown = forker.run(str(sweep), entry="table")
+    assert shown.returncode == 0, shown.stderr
+    cells = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in shown.stdout.splitlines()
+             if line.startswith("| maml")}
+    # A row per job, named by the settings in which the jobs differ (eval.lr only follows inner.lr), seed last.
+    assert sorted(cells) == [f"maml + uniform (inner.lr={lr}, seed={seed})" for lr in ("0.01", "0.02")
+                             for seed in (0, 1)]
+    assert all("±" in c for c in cells.values()) and len(set(cells.values())) == 4
+
+
+def test_resume_continues_a_multirun_in_its_folder(forker, tmp_path):
+    sweep = tmp_path / "sweep"
+    assert forker.run("-m", "seed=0,1", *TINY, "device=cpu", f"hydra.sweep.dir={sweep}").returncode == 0
+    (done,) = sweep.glob("*seed=0*")
+    (stopped,) = sweep.glob("*seed=1*")
+    kept = (done / "results.json").read_bytes()
+    (stopped / "results.json").unlink()  # as if it had been stopped after its last checkpoint
+    out = forker.run("--resume", str(sweep))  # the sweep's own overrides, from its multirun.yaml
+    assert out.returncode == 0, out.stderr
+    assert (done / "results.json").read_bytes() == kept  # reported, not run again
+    assert json.loads((stopped / "results.json").read_text())["resumed_from"] == 3
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == sorted([done.name, stopped.name])

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from metarun.config import ConfigError
+from metarun.config import ConfigError, describe_differences, differences
 from metarun.files import atomic_writer
 
 FILENAME = "checkpoint.pt"
@@ -57,21 +57,17 @@ def resumable(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         iteration = int(state["iteration"])
     except Exception as e:  # a truncated or foreign file: say so rather than guess
         raise ConfigError(
-            f"{path} cannot be read as a metarun checkpoint ({type(e).__name__}: {e}). Delete it to start this "
-            "run over, or run in another folder."
+            f"{path} cannot be read as a metarun checkpoint: it is cut short or damaged, or not a checkpoint at all "
+            f"(torch.load said {type(e).__name__}). It holds the state a stopped run continues from, so this run "
+            "cannot go on from it. Delete it to start this run over, or run in another folder (hydra.run.dir=...)."
         ) from None
-    changed = sorted(_differences(state.get("config") or {}, config))
+    saved = state.get("config") or {}
+    changed = differences(saved, config)
     if changed:
-        shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
         raise ConfigError(
-            f"{path} (iteration {iteration}) was written by a run with a different config ({shown} differ), so it "
-            "cannot be continued with this one. Run the same command as before to continue it, choose another "
+            f"{path} (iteration {iteration}) was written by a run with a different config "
+            f"({describe_differences(saved, config, changed)}), so it cannot be continued with this one. Run the "
+            f"same command as before to continue it (`metarun --resume {out_dir}` repeats it), choose another "
             "folder (hydra.run.dir=...), or delete the checkpoint to start over."
         )
     return state
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in a.keys() | b.keys() for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]

@@ -1,27 +1,32 @@
 """Console entry points: `metarun` (a Hydra app) and `metarun-table`.
 
-torch is imported only inside the job, so `metarun --help`, `--cfg job` and shell
-completion stay fast.
+torch is imported only inside the job, and only once the run folder has been checked: `metarun --help`,
+`--cfg job`, `--version`, shell completion and the report of a finished run stay fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import shlex
+import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, OverrideParseException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from metarun import errors
+from metarun import __version__, errors, rundir
 from metarun.config import ConfigError, check, register
+
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away (`| head`)
 
 
 def config_dir() -> str:
@@ -41,6 +46,20 @@ def main() -> None:
     Hydra prints its own errors and exits unless HYDRA_FULL_ERROR is set, in which case it raises them;
     so it is set for the call, and the errors it raises are said here. A user who set it gets Hydra's.
     """
+    argv = sys.argv[1:]
+    if "--version" in argv[: argv.index("--") if "--" in argv else len(argv)]:
+        print(versions())
+        return
+    if not sys.stderr.isatty() and "FORCE_COLOR" not in os.environ:
+        os.environ.setdefault("NO_COLOR", "1")  # Optuna's log lines: no colour codes in a file or a pipe
+    try:
+        sys.argv[1:] = rundir.resume_argv(argv)
+    except ConfigError as e:
+        _exit(str(e), 2)
+    quiet_pipe(_main)
+
+
+def _main() -> None:
     before = os.environ.get("HYDRA_FULL_ERROR")
     if before == "1":
         app()
@@ -50,13 +69,21 @@ def main() -> None:
         app()
     except (ConfigCompositionException, OverrideParseException) as e:
         _exit(errors.composition(e), 2)
+    except BrokenPipeError:
+        raise
     except OSError as e:
-        if e.filename is None:  # not a file Hydra made (a closed pipe on stdout, say)
+        if e.filename is None:
             raise
-        # Hydra making the output folder or writing .hydra/ in it; a job's own errors are said by the job.
+        # Hydra making the output folder; a job's own errors are said by the job.
         _exit(errors.cannot_write(e, "`hydra.run.dir=...` (`hydra.sweep.dir=...` for a multirun)"), 1)
     except JobFailed as e:
         _exit(_sweep_failures(e), 1)
+    except ValueError as e:
+        if not str(e).startswith("Only one of --run, --multirun"):
+            raise
+        _exit(errors.one_command(), 2)
+    except KeyboardInterrupt:  # before a job started (composing) or between the jobs of a sweep
+        _say("stopped by Ctrl-C before a run started; nothing was written.", 130)
     finally:
         if before is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -64,47 +91,94 @@ def main() -> None:
             os.environ["HYDRA_FULL_ERROR"] = before
 
 
+def quiet_pipe(entry: Callable[[], object]) -> object:
+    """Run a command's entry; if the reader of its output went away (`metarun --help | head -1`), end quietly."""
+    try:
+        try:
+            return entry()
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a broken pipe can only be reported, not handled
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(BROKEN_PIPE)
+
+
+def versions() -> str:
+    """metarun's version with torch's, the CUDA version torch was built for, Hydra's and Python's.
+
+    torch's are read from its version.py without importing torch (3 s)."""
+    import ast
+    import importlib.util
+    import platform
+
+    torch_version, cuda = "not installed", None
+    spec = importlib.util.find_spec("torch")
+    if spec is not None and spec.origin:
+        try:
+            tree = ast.parse((Path(spec.origin).parent / "version.py").read_text())
+            found = {t.id: ast.literal_eval(node.value) for node in tree.body
+                     if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None
+                     for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                     if isinstance(t, ast.Name) and t.id in ("__version__", "cuda")}
+        except (OSError, SyntaxError, ValueError):
+            import torch
+
+            found = {"__version__": torch.__version__, "cuda": torch.version.cuda}
+        torch_version, cuda = found.get("__version__", "unknown"), found.get("cuda")
+    build = f"CUDA {cuda} build" if cuda else "CPU-only build (no CUDA)"
+    return (f"metarun {__version__} (torch {torch_version}, {build}; Hydra {hydra.__version__}; "
+            f"Python {platform.python_version()})")
+
+
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    choose = "`hydra.sweep.dir=...`" if sweeping else "`hydra.run.dir=...`"
+    resume = f"metarun --resume {shlex.quote(str(_resume_dir(out_dir, sweeping)))}"
+    accepted = []
+
+    def accept() -> None:
+        rundir.accept(out_dir, cfg)
+        accepted.append(True)
+
+    if sweeping and rundir.fresh(out_dir):
+        # A new job folder of a sweep records its config at once, as Hydra would: a job killed before it trains
+        # still shows in the table (as missing). A run's folder is written only once the run is accepted.
+        rundir.write_hydra_files(out_dir, cfg)
     try:
         check(cfg)
-        from hydra.errors import InstantiationException
+        if hydra_cfg.output_subdir is not None:
+            raise ConfigError(
+                f"`hydra.output_subdir={hydra_cfg.output_subdir}` makes Hydra write the config into the run folder "
+                "before metarun has checked that the folder may take this run, overwriting the record of a run "
+                "already there. metarun writes .hydra/ itself once a run is accepted: leave hydra.output_subdir "
+                "unset.")
+        finished = rundir.claim(out_dir, OmegaConf.to_container(cfg, resolve=True), choose)
+        if finished is None:
+            _train(cfg, out_dir, sweeping, accept, resume)
+        from metarun.results import RESULTS, ResultsError, read_results, run_table
 
-        from metarun.files import remove_temporaries
-        from metarun.results import ResultsError, build_table, load_runs
-        from metarun.signals import Interrupted, redeliver
-        from metarun.train import Diverged, run
-        from metarun.weighting import WeightingError
-        from metarun.workers import WorkerDied
-
-        remove_temporaries(out_dir)  # what a run killed while writing left; never a complete file
         try:
-            record, val = run(cfg, out_dir)
-        except InstantiationException as e:
-            raise ConfigError(f"a configured object could not be built: {e}") from None
-        except (Diverged, WorkerDied) as e:
-            fail(out_dir, str(e), 1, sweeping)
-        except WeightingError as e:
-            fail(out_dir, f"{e} No results were written.", 1, sweeping)
-        except Interrupted as e:
-            print(f"metarun: {e}", file=sys.stderr)
-            redeliver(e.signum)  # the handler from before the run (default: terminate; submitit: requeue)
-            sys.exit(128 + e.signum)
+            record = read_results(out_dir / RESULTS)
+            table = run_table(record)
         except ResultsError as e:  # the folder holds a finished run's results.json that this version cannot read
             fail(out_dir, str(e), 2, sweeping)
-        table = build_table(load_runs([out_dir])).to_markdown()
     except ConfigError as e:
-        if not sweeping:
-            _discard_if_fresh(out_dir)
-        fail(out_dir, str(e), 2, sweeping)
+        if not accepted and not sweeping:
+            rundir.discard_created(out_dir)
+        fail(out_dir, str(e), 2, sweeping, None if isinstance(e, rundir.FolderTaken) else cfg)
     except OSError as e:
         if not errors.is_output(e, out_dir):
-            fail(out_dir, errors.cannot_use(e), 1, sweeping)
-        choose = "`hydra.sweep.dir=...`" if sweeping else "`hydra.run.dir=...`"
-        fail(out_dir, errors.cannot_write(e, choose, out_dir, _kept(out_dir)), 1, sweeping)
+            fail(out_dir, errors.cannot_use(e), 1, sweeping, cfg)
+        fail(out_dir, errors.cannot_write(e, choose, out_dir, _kept(out_dir, resume)), 1, sweeping, cfg)
+    except KeyboardInterrupt:  # a second Ctrl-C in training, or one outside it: stop at once
+        if not accepted:
+            if not sweeping:
+                rundir.discard_created(out_dir)
+            _say("stopped by Ctrl-C before the run started; nothing was written.", 130)
+        _say(f"stopped at once by Ctrl-C. {_kept(out_dir, resume, '')}", 130)
     except JobFailed:
         raise
     except Exception as e:
@@ -113,21 +187,53 @@ def app(cfg: DictConfig) -> float | None:
         # A bug in one job must not hide why it failed from the table: its traceback goes to the job's
         # stderr, its reason to failed.json, and the end of the sweep says which jobs failed.
         traceback.print_exc()
-        fail(out_dir, f"{type(e).__name__}: {e}", 1, sweeping)
+        fail(out_dir, f"{type(e).__name__}: {e}", 1, sweeping, cfg)
     print(table)
-    print(f"results: {out_dir / 'results.json'}")
-    return val
+    print(f"results: {out_dir / RESULTS}")
+    return record.get("val_mean", record["mean"])
 
 
-def _kept(out_dir: Path) -> str:
+def _train(cfg: DictConfig, out_dir: Path, sweeping: bool, accept: Callable[[], None], resume: str) -> None:
+    """Train and test into `out_dir`, saying in one paragraph why not if it cannot go on."""
+    from hydra.errors import InstantiationException
+
+    from metarun.signals import Interrupted, describe, redeliver
+    from metarun.train import Diverged, run
+    from metarun.weighting import WeightingError
+    from metarun.workers import WorkerDied
+
+    try:
+        run(cfg, out_dir, accept)
+    except InstantiationException as e:
+        raise ConfigError(f"a configured object could not be built: {e}") from None
+    except (Diverged, WorkerDied) as e:
+        fail(out_dir, str(e), 1, sweeping, cfg)
+    except WeightingError as e:
+        fail(out_dir, f"{e} No results were written.", 1, sweeping, cfg)
+    except Interrupted as e:
+        print(f"metarun: stopped by {describe(e.signum)} after iteration {e.iteration}; its checkpoint is saved. "
+              f"To continue: {resume}", file=sys.stderr)
+        if e.signum != signal.SIGINT:  # to the handler from before (default: terminate; submitit: requeue)
+            redeliver(e.signum)
+        sys.exit(128 + e.signum)
+
+
+def _resume_dir(out_dir: Path, sweeping: bool) -> Path:
+    """The folder `metarun --resume` takes: the run's, or in a multirun the sweep's."""
+    if not sweeping:
+        return out_dir
+    return Path(str(HydraConfig.get().sweep.dir)).absolute()
+
+
+def _kept(out_dir: Path, resume: str, when: str = " once the cause is fixed") -> str:
     """What a failed run leaves to continue from."""
     from metarun.checkpoint import FILENAME, saved_iteration
 
     iteration = saved_iteration(out_dir)
     if iteration is None:
-        return "No results were written, and there is no checkpoint to continue from."
-    return (f"No results were written; {out_dir / FILENAME} (iteration {iteration}) is intact, and the same "
-            "command continues from it once the cause is fixed.")
+        return f"No results were written, and there is no checkpoint to continue from (`{resume}` starts it again)."
+    return (f"No results were written; {out_dir / FILENAME} (iteration {iteration}) is intact, and `{resume}` "
+            f"continues from it{when}.")
 
 
 class JobFailed(RuntimeError):
@@ -141,16 +247,23 @@ class JobFailed(RuntimeError):
         return self.message
 
 
-def fail(out_dir: Path, message: str, code: int, sweeping: bool) -> NoReturn:
+def fail(out_dir: Path, message: str, code: int, sweeping: bool, cfg: DictConfig | None = None) -> NoReturn:
+    """Say why the run stops; in a sweep, also record it in the job's folder for the table, unless the
+    folder holds another run (`cfg=None`) or finished results."""
     print(f"metarun: error: {message}", file=sys.stderr)
     if sweeping:
-        _write_failure(out_dir, message, code)
+        if cfg is not None:
+            _write_failure(out_dir, cfg, message, code)
         raise JobFailed(message, str(out_dir))
     sys.exit(code)
 
 
 def _exit(message: str, code: int) -> NoReturn:
-    print(f"metarun: error: {message}", file=sys.stderr)
+    _say(f"error: {message}", code)
+
+
+def _say(message: str, code: int) -> NoReturn:
+    print(f"metarun: {message}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -160,48 +273,61 @@ def _sweep_failures(e: JobFailed) -> str:
 
     sweep = Path(e.out_dir).parent
     failed = sorted(p.parent.name for p in sweep.rglob(FAILED))
-    jobs = len(list(sweep.rglob(".hydra/config.yaml")))
+    jobs = max(len(list(sweep.rglob(".hydra/config.yaml"))), 1)
+    names = ", ".join(failed) or Path(e.out_dir).name
     return errors.one_paragraph(
-        f"{len(failed) or 1} of the {jobs} jobs of this multirun failed ({', '.join(failed) or Path(e.out_dir).name}; "
+        f"{len(failed) or 1} of the {jobs} jobs of this multirun failed ({names}; "
         f"the first: {e.message}). Every other job ran and wrote its results; `metarun-table {sweep}` marks the "
         "failed cells, and each failed job's folder holds failed.json with its reason. Fix the cause and run the "
-        "same multirun again: finished jobs are not run again."
+        f"same multirun again (`metarun --resume {shlex.quote(str(sweep))}`): finished jobs are not run again."
     )
 
 
-def _write_failure(out_dir: Path, message: str, code: int) -> None:
-    from metarun.results import write_failure
+def _write_failure(out_dir: Path, cfg: DictConfig, message: str, code: int) -> None:
+    """failed.json, and the config when the folder is new, so the table shows the job; never over results."""
+    from metarun.results import RESULTS, write_failure
 
-    if out_dir.is_dir():
-        try:
-            write_failure(out_dir, message, code)
-        except OSError:  # a full disk, say: the message printed above is all there can be
-            pass
-
-
-def _discard_if_fresh(out_dir: Path) -> None:
-    """Remove a run folder that holds only what Hydra wrote for this failed start."""
-    if not out_dir.is_dir():
+    if not out_dir.is_dir() or (out_dir / RESULTS).is_file():
         return
-    names = {p.name for p in out_dir.iterdir()}
-    if names <= {".hydra", "metarun.log"}:
-        shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        if rundir.fresh(out_dir):
+            rundir.write_hydra_files(out_dir, cfg)
+        write_failure(out_dir, message, code)
+    except OSError:  # a full disk, say: the message printed above is all there can be
+        pass
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun, where its results are: with a launcher such as submitit, the jobs' own
+    output (their tables) goes to the launcher's log files, not to this terminal."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
+        sweep = Path(str(config.hydra.sweep.dir)).absolute()
+        finished = len(list(sweep.glob("**/results.json")))
+        print(f"metarun: {finished} job folder(s) under {sweep} hold results.json; one table of them all: "
+              f"metarun-table {shlex.quote(str(sweep))}")
+
+
+def table_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metarun-table",
+        description="Tabulate mean ± 95% CI of every run (results.json) under run or multirun folders. Runs "
+                    "that share a method and a setting get a row each, named by the settings in which they differ.",
+    )
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or multirun folders")
+    parser.add_argument("--out", type=Path, help="folder to write table.csv, table.md and table.tex to (made if "
+                                                 "missing; default: the first folder)")
+    parser.add_argument("--seeds", action="store_true",
+                        help="a row per setting over runs that differ only in seed: the mean over seeds, its t-based "
+                             "95%% CI across seeds, and each seed's CI over test tasks")
+    return parser
 
 
 def table_main(argv: list[str] | None = None) -> int:
     """`metarun-table DIR...`: one table over every run found under the folders."""
     from metarun.results import ResultsError, build_table, load_runs, write_table
 
-    parser = argparse.ArgumentParser(
-        prog="metarun-table",
-        description="Tabulate mean ± 95%% CI of every run (results.json) under run or multirun folders.",
-    )
-    parser.add_argument("dirs", nargs="+", type=Path, help="run or multirun folders")
-    parser.add_argument("--out", type=Path, help="where to write table.{csv,md,tex} (default: the first folder)")
-    parser.add_argument("--seeds", action="store_true",
-                        help="a row per setting over runs that differ only in seed: the mean over seeds, its t-based "
-                             "95%% CI across seeds, and each seed's CI over test tasks")
-    args = parser.parse_args(argv)
+    args = table_parser().parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
         print(f"metarun-table: error: no such folder: {', '.join(missing)}. "
@@ -229,10 +355,17 @@ def table_main(argv: list[str] | None = None) -> int:
     else:
         table = build_table(runs)
     print(table.to_markdown())
-    for path in write_table(table, args.out or args.dirs[0]):
+    dest = args.out or args.dirs[0]
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        paths = write_table(table, dest)
+    except OSError as e:
+        print(f"metarun-table: error: {errors.cannot_write(e, '`--out FOLDER`', dest)}", file=sys.stderr)
+        return 1
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
 
 def table_entry() -> None:
-    sys.exit(table_main())
+    sys.exit(quiet_pipe(table_main))

@@ -408,10 +408,53 @@ def _check_model(cfg: DictConfig) -> None:
             raise ConfigError(f"`{key}={value}` is unknown. Valid values: {', '.join(valid)}.")
 
 
+# What 0 means for each setting that may be 0: the fix a negative value's message suggests.
+ZERO_MEANS = {
+    "train.eval_every": "validate only at the end of training (`eval.val_tasks=0` turns validation off)",
+    "train.checkpoint_every": "checkpoint only at validations, at the end and when stopped by a signal",
+    "eval.val_tasks": "no validation during training",
+    "exec.chunk": "all tasks of a meta-batch in one vectorised call",
+    "exec.workers": "all tasks in the training process",
+    "algo.cg_damping": "no damping",
+}
+
+
 def _non_negative(cfg: DictConfig, keys: tuple[str, ...]) -> None:
     from omegaconf import OmegaConf
 
     for key in keys:
         value = OmegaConf.select(cfg, key)
         if value < 0:
-            raise ConfigError(f"`{key}={value}` is invalid: it must be 0 or more. Set `{key}=0` to turn it off.")
+            zero = f"`{key}=0` means {ZERO_MEANS[key]}" if key in ZERO_MEANS else f"Use `{key}=0` or more"
+            raise ConfigError(f"`{key}={value}` is invalid: it must be 0 or more. {zero}.")
+
+
+def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted keys at which two resolved configs (nested dicts) differ, sorted; a key one lacks differs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return sorted(d for k in a.keys() | b.keys() for d in differences(a.get(k), b.get(k), f"{prefix}{k}."))
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def lookup(config: dict, key: str) -> Any:
+    """The value at a dotted key of a nested dict, or None."""
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def describe_differences(before: dict, now: dict, keys: list[str], limit: int = 5) -> str:
+    """`train.iterations: 3 there, 4 now; ...` for the first `limit` keys."""
+    shown = "; ".join(f"{k}: {_shown(lookup(before, k))} there, {_shown(lookup(now, k))} now" for k in keys[:limit])
+    return shown + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict) and "_target_" in value:
+        return str(value["_target_"])
+    return str(value).replace(" ", "")

@@ -42,6 +42,13 @@ def composition(e: Exception) -> str:
             "the config groups and their options.")
 
 
+def one_command() -> str:
+    """Hydra's "Only one of --run, --multirun, --cfg, --info and --shell_completion" as metarun says it."""
+    return ("`--cfg`, `--info` and `--shell-completion` show one config and run nothing, so they cannot be combined "
+            "with `-m`/`--multirun` (nor with each other). To see the config of one job of a sweep, drop `-m` and "
+            "give one value per key, e.g. `metarun --cfg job algo=maml`.")
+
+
 def _missing_option(e: MissingConfigException) -> str:
     group, _, option = (e.missing_cfg_file or "").rpartition("/")
     if e.options:

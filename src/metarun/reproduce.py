@@ -5,24 +5,30 @@ The preset (`conf/paper/PRESET.yaml`) pins the shared settings and lists the cel
 overrides and published number. Each cell becomes a config of a `cell` group written beside the
 results, so one Hydra multirun runs every missing cell through whatever launcher is configured
 (joblib, Slurm, ...), and each job's folder is named after its cell. A cell whose results.json
-exists is not run again; one with only a checkpoint continues from it.
+exists is not run again; one with only a checkpoint continues from it; one whose folder holds a run of
+another config (other command-line overrides, another budget) is refused, never reported as this one.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from metarun import verdict
+from metarun.config import describe_differences, differences
 from metarun.files import atomic_write
 from metarun.results import ResultsError, load_runs
+from metarun.rundir import saved_config
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 GROUPS = ("data", "model", "algo", "weighting")
 BUDGET_KEYS = ("train.iterations", "train.meta_batch", "eval.tasks", "inner.steps", "eval.steps")
@@ -80,9 +86,42 @@ def quick(cfg: DictConfig) -> dict[str, Any]:
             "eval.tasks": min(cfg.eval.tasks, QUICK_TEST_TASKS), "eval.val_tasks": 0}
 
 
+def cell_extra(name: str, paper: DictConfig, cell: str, budget: str) -> dict[str, Any]:
+    """What the budget changes in a cell (quick: fewer iterations and test tasks), as `key: value`."""
+    return quick(compose(f"+paper={name}", *paper.cells[cell].overrides)) if budget == "quick" else {}
+
+
+def cell_command(name: str, paper: DictConfig, cell: str, args: argparse.Namespace) -> list[str]:
+    """The overrides of the plain `metarun` command that runs the cell as this reproduction runs it."""
+    extra = cell_extra(name, paper, cell, args.budget)
+    return [f"+paper={name}", *paper.cells[cell].overrides, *(f"{k}={v}" for k, v in extra.items()),
+            *args.overrides]
+
+
+def foreign_cells(name: str, paper: DictConfig, cells: list[str], out: Path, args: argparse.Namespace) -> list[str]:
+    """The cells whose folder holds a run of another config than this command asks for, with the differences."""
+    foreign = []
+    for cell in cells:
+        job = [o for o in cell_command(name, paper, cell, args) if not o.startswith(("hydra.", "hydra/"))]
+        # With --seeds each seed's run has its own folder, CELL/seed=S, and its own config.
+        folders = {out / cell: job} if not args.seeds else {out / cell / f"seed={s}": [*job, f"seed={s}"]
+                                                             for s in args.seeds}
+        for folder, overrides in folders.items():
+            saved = saved_config(folder)
+            if saved is None:
+                continue
+            wanted = OmegaConf.to_container(compose(*overrides), resolve=True)
+            changed = differences(saved, wanted)
+            if changed:
+                foreign.append(f"{folder} ({describe_differences(saved, wanted, changed, limit=3)})")
+    return foreign
+
+
 def side_by_side(paper: DictConfig, out: Path, seeds: list[int] | None = None) -> pd.DataFrame:
     """One row per cell: ours beside the published number, with the verdict of the test named in its column
     (metarun.verdict): a two-sample z-test for one run per cell, the across-seed CI with `seeds`."""
+    import pandas as pd
+
     runs = load_runs([out]) if out.is_dir() else pd.DataFrame()
     by_cell: dict[str, list[dict]] = {}
     for _, run in runs.iterrows():
@@ -118,6 +157,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
                         help="run every cell with each of these training seeds (into CELL/seed=S) and judge the mean "
                              "over seeds by its t-based 95%% CI across seeds")
+    parser.add_argument("--commands", action="store_true",
+                        help="run nothing; print each cell as a plain `metarun` command (add --cfg job to see its "
+                             "config)")
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
@@ -155,7 +197,18 @@ def run_cli(argv: list[str] | None = None) -> int:
         print(f"metarun-reproduce: error: preset {name} has no cell {', '.join(unknown)}. "
               f"Its cells: {', '.join(paper.cells)}.", file=sys.stderr)
         return 2
+    if args.commands:
+        for cell in chosen:
+            print(f"# {cell}\nmetarun {shlex.join(cell_command(name, paper, cell, args))}")
+        return 0
     out = (args.out or Path("outputs") / "reproduce" / name / args.budget).resolve()
+    foreign = foreign_cells(name, paper, chosen, out, args)
+    if foreign:
+        print(f"metarun-reproduce: error: {len(foreign)} cell folder(s) hold a run of another config than this "
+              f"command asks for: {'; '.join(foreign)}. Their results are not reported, nor their runs continued, "
+              "as this command's. Repeat the overrides (after `--`) and --budget of the command that made them, "
+              "choose another folder with --out, or delete those cell folders to run them again.", file=sys.stderr)
+        return 2
     code = 0
     todo = [c for c in chosen if not _done(out, c, args.seeds)]
     if todo and not args.table_only:
@@ -187,8 +240,7 @@ def launch(name: str, paper: DictConfig, cells: list[str], out: Path, args: argp
     (search / "cell").mkdir(parents=True, exist_ok=True)
     for cell in cells:
         overrides = list(paper.cells[cell].overrides)
-        extra = quick(compose(f"+paper={name}", *overrides)) if args.budget == "quick" else {}
-        atomic_write(search / "cell" / f"{cell}.yaml", cell_file(overrides, extra))
+        atomic_write(search / "cell" / f"{cell}.yaml", cell_file(overrides, cell_extra(name, paper, cell, args.budget)))
     command = [sys.executable, "-m", "metarun", "-m", f"+paper={name}", f"+cell={','.join(cells)}",
                f"hydra.searchpath=[file://{search}]", f"hydra.sweep.dir={out}",
                "hydra.sweep.subdir='${hydra.runtime.choices.cell}" + ("/seed=${seed}" if args.seeds else "") + "'"]
@@ -201,4 +253,6 @@ def launch(name: str, paper: DictConfig, cells: list[str], out: Path, args: argp
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_cli(argv))
+    from metarun.cli import quiet_pipe
+
+    sys.exit(quiet_pipe(lambda: run_cli(argv)))

@@ -1,6 +1,7 @@
 """What a run leaves behind (results.json, scores.csv, metrics.csv) and the tables built from it.
 
-No torch here: `metarun-table` must start fast and work on a machine that only has results.
+No torch here: `metarun-table` must start fast and work on a machine that only has results. pandas is
+imported by the functions that build tables, not by a run before it trains.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from metarun import __version__
 from metarun.files import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULTS = "results.json"
 FAILED = "failed.json"
@@ -135,6 +138,8 @@ def load_runs(dirs: Iterable[Path]) -> pd.DataFrame:
 
     A results.json in a format this metarun cannot read raises ResultsError naming it.
     """
+    import pandas as pd
+
     records = []
     for job in find_jobs(dirs):
         if (job / RESULTS).is_file():
@@ -163,7 +168,7 @@ def unfinished(job: Path) -> dict:
     }
 
 
-def setting_label(run: pd.Series) -> str:
+def setting_label(run: Mapping[str, Any]) -> str:
     """The column a run belongs to; settings that change the numbers but are not the default are named."""
     if run.get("task_kind") == "regression":
         return f"{run['data']} {run['shots']}-shot ({run['metric']})"
@@ -172,11 +177,13 @@ def setting_label(run: pd.Series) -> str:
         notes.append("non-transductive")
     if run.get("rotate_test") is False:
         notes.append("unrotated test")
+    if run.get("split") == "lake":
+        notes.append("Lake split")
     unit = "accuracy %" if run["metric"] == "accuracy" else run["metric"]
     return f"{run['data']} {run['ways']}-way {run['shots']}-shot ({', '.join([unit, *notes])})"
 
 
-def cell(run: pd.Series) -> str:
+def cell(run: Mapping[str, Any]) -> str:
     if run.get("status", "finished") != "finished":
         return str(run["status"])  # failed or missing: shown, never dropped
     if run["metric"] == "accuracy":  # papers print percentages
@@ -184,26 +191,127 @@ def cell(run: pd.Series) -> str:
     return f"{run['mean']:.4g} ± {run['ci95']:.2g}"
 
 
-def method_label(run: pd.Series) -> str:
+def method_label(run: Mapping[str, Any]) -> str:
     return f"{run['algo']} + {run['weighting']}"
+
+
+# results.json fields that are settings: what tells apart runs whose folder records no config.
+RECORD_SETTINGS = ("seed", "iterations", "meta_batch", "queries", "train_shots", "train_queries", "inner_steps",
+                   "inner_lr", "eval_steps", "eval_lr", "eval_seed", "model", "model_settings", "weighting_vectors",
+                   "device")
+GROUPS = ("data", "model", "algo", "weighting")
+
+
+def run_settings(run_dir: Path) -> tuple[dict[str, Any], set[str]] | None:
+    """A run's config as flat `key: value` (resolved), with its config-group choices as keys of their own
+    (`model: conv4`), and the keys that only follow another by interpolation; None if it records none."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    cfg = OmegaConf.load(path)
+    raw = _flat(OmegaConf.to_container(cfg, resolve=False))
+    try:
+        flat = _flat(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException:
+        flat = raw
+    following = {k for k, v in raw.items() if isinstance(v, str) and v.startswith("${")}
+    hydra = Path(run_dir) / ".hydra" / "hydra.yaml"
+    if hydra.is_file():
+        choices = OmegaConf.select(OmegaConf.load(hydra), "hydra.runtime.choices") or {}
+        flat |= {group: choices[group] for group in GROUPS if group in choices}
+    return flat, following
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict) or not tree:
+        return {prefix.rstrip("."): tree} if prefix else {}
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower().replace("none", "null")
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(map(_value, value)) + "]"
+    return str(value)
+
+
+def varying(settings: Sequence[dict[str, Any]], following: set[str] = frozenset()) -> list[str]:
+    """The keys whose values differ among the runs, seed last; a group choice (`model`) stands for its keys
+    (`model.filters`, ...), and keys that only follow another (`eval.lr: ${inner.lr}`) are left out when
+    something else tells the runs apart."""
+    keys = {k for s in settings for k in s}
+    differ = {k for k in keys if len({_value(s.get(k, "—")) for s in settings}) > 1}
+    differ -= {k for k in differ if any(k.startswith(f"{g}.") for g in differ & set(GROUPS))}
+    if differ - following:
+        differ -= following
+    return sorted(differ, key=lambda k: (k == "seed", k))
+
+
+def row_labels(runs: pd.DataFrame, ignore: Sequence[str] = ()) -> pd.Series:
+    """Each run's row: its method, and where several runs share a method and a column, the settings in which
+    they differ (`maml + uniform (inner.lr=0.02)`), read from their configs; runs with identical settings are
+    named by their folders. No two runs of a column share a row, so none is merged or dropped.
+
+    `ignore`: settings not to name (a caller that aggregates over seeds passes `seed`).
+    """
+    labels = runs["method"].copy()
+    for _, group in runs.groupby(["method", "setting"], sort=False):
+        if len(group) < 2:
+            continue
+        found = [run_settings(d) for d in group["run_dir"]]
+        if all(f is not None for f in found):
+            settings = [f[0] for f in found]
+            following = set.intersection(*(f[1] for f in found))
+        elif all(f is None for f in found):
+            settings = [{k: r.get(k) for k in RECORD_SETTINGS if k in r} for _, r in group.iterrows()]
+            following = set()
+        else:
+            settings, following = [], set()
+        keys = [k for k in varying(settings, following) if k not in ignore] if settings else []
+        named = [", ".join(f"{k}={_value(s.get(k, '—'))}" for k in keys) for s in settings] if keys else []
+        if not named or len(set(named)) < len(named):
+            named = _folders(group["run_dir"].tolist())
+        for index, name in zip(group.index, named, strict=True):
+            labels[index] = f"{labels[index]} ({name})"
+    return labels
+
+
+def _folders(run_dirs: list[str]) -> list[str]:
+    """The part of each folder's path that tells it apart from the others."""
+    paths = [Path(d).absolute().parts for d in run_dirs]
+    common = 0
+    while all(len(p) > common + 1 and p[common] == paths[0][common] for p in paths):
+        common += 1
+    return ["run " + "/".join(p[common:]) for p in paths]
+
+
+def run_table(record: Mapping[str, Any]) -> str:
+    """The table of one finished run, as `metarun-table` prints it (Markdown), without importing pandas: a
+    run prints it as it ends, and a finished folder when it is asked for again."""
+    from tabulate import tabulate
+
+    run = {"status": "finished", **record}
+    return tabulate([[method_label(run), cell(run)]], headers=["method", setting_label(run)], tablefmt="pipe")
 
 
 def build_table(runs: pd.DataFrame) -> pd.DataFrame:
     """A row per algorithm + weighting, a column per setting, cells `mean ± ci95`.
 
-    Runs that share a cell but differ in seed get a row each (the seed in the row label),
-    rather than being averaged silently.
+    Every run has a cell of its own: runs that share a method and a setting but differ in anything else
+    (seed, a learning rate, a trial of a search) get a row each, named by what differs; none is averaged
+    or dropped.
     """
     runs = runs.copy()
     runs["method"] = runs.apply(method_label, axis=1)
     runs["setting"] = runs.apply(setting_label, axis=1)
-    several_seeds = runs.groupby(["method", "setting"])["seed"].transform("nunique") > 1
-    runs.loc[several_seeds, "method"] += " (seed " + runs.loc[several_seeds, "seed"].astype(str) + ")"
+    runs["row"] = row_labels(runs)
     runs["cell"] = runs.apply(cell, axis=1)
-    # A finished run of a cell outranks a failed or missing attempt at it.
-    runs = runs.sort_values("status", key=lambda st: st.fillna("finished") != "finished", kind="stable")
-    table = runs.pivot_table(index="method", columns="setting", values="cell", aggfunc="first")
-    table.columns.name = None
+    table = runs.pivot_table(index="row", columns="setting", values="cell", aggfunc="first")
+    table.index.name, table.columns.name = "method", None
     return table.fillna("—")
 
 

@@ -1,6 +1,8 @@
-"""Stop requests: SIGTERM and SIGUSR1 (how Slurm preempts) are noted, not obeyed at once, so the
-loop can finish its iteration and checkpoint; then the signal is delivered again to whatever
-handled it before (submitit's requeue, or the default: terminate)."""
+"""Stop requests: Ctrl-C (SIGINT), SIGTERM and SIGUSR1 (how Slurm preempts) are noted, not obeyed at once,
+so the loop can finish its iteration and checkpoint. Then SIGTERM and SIGUSR1 are delivered again to
+whatever handled them before (submitit's requeue, or the default: terminate), and Ctrl-C ends the run
+with exit code 130. A second Ctrl-C does not wait: it raises KeyboardInterrupt where the run is; every
+file is written to a temporary file and renamed, so what is on disk stays whole."""
 
 from __future__ import annotations
 
@@ -10,16 +12,19 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 class Interrupted(RuntimeError):
     """The run stopped at a signal after writing its checkpoint."""
 
     def __init__(self, signum: int, iteration: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name} after iteration {iteration}; the checkpoint "
-                         "is saved: run the same command in the same folder to continue")
-        self.signum = signum
+        super().__init__(f"stopped by {describe(signum)} after iteration {iteration}; its checkpoint is saved")
+        self.signum, self.iteration = signum, iteration
+
+
+def describe(signum: int) -> str:
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 @contextmanager
@@ -29,7 +34,13 @@ def stop_requests() -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():
         yield caught
         return
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in SIGNALS}
+
+    def note(signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in caught:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in SIGNALS}
     try:
         yield caught
     finally:

@@ -20,7 +20,7 @@ from metarun.config import ConfigError
 from metarun.evaluate import evaluate
 from metarun.functional import Objective, Params, detached, weighted_sum
 from metarun.loggers import tensorboard_log
-from metarun.results import METRICS, RESULTS, MetricsLog, ci95, read_results, write_results, write_scores
+from metarun.results import METRICS, MetricsLog, ci95, write_results, write_scores
 from metarun.signals import Interrupted, stop_requests
 from metarun.tasks import Episode, fixed_stream
 from metarun.weighting import weights
@@ -146,16 +146,13 @@ def model_settings(cfg: DictConfig) -> str:
     return " ".join(f"{k}={v}" for k, v in cfg.model.items() if k not in inherited)
 
 
-def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
+def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = None) -> tuple[dict, float]:
     """Train and test as `cfg` says; returns the results record and the final validation metric.
 
-    A folder that already holds results.json is a finished run: its record is returned as is.
-    A folder with a checkpoint from the same config continues from it.
+    A folder with a checkpoint from the same config continues from it (whether the folder may be used at
+    all, and whether it holds finished results, the caller decides: metarun.rundir). `accepted` is called
+    once every check has passed, before anything is written.
     """
-    finished = out_dir / RESULTS
-    if finished.is_file():
-        record = read_results(finished)
-        return record, record.get("val_mean", record["mean"])
     config = OmegaConf.to_container(cfg, resolve=True)
     saved = checkpoint.resumable(out_dir, config)
     device, source, model, algo, objective = build(cfg)
@@ -205,6 +202,8 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, float]:
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "seconds": elapsed + time.perf_counter() - start, "val_mean": last_val, "config": config}
 
+    if accepted is not None:
+        accepted()
     log = MetricsLog(out_dir / METRICS, COLUMNS, resume_after=first - 1 if saved else None)
     board = tensorboard_log(cfg, out_dir)
     start = time.perf_counter()
