@@ -115,6 +115,8 @@ def pip_command(argv: list[str]) -> None:
 
 def check_command(line: str) -> None:
     argv = shlex.split(line)
+    while re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", argv[0]):  # environment assignments before the command
+        argv = argv[1:]
     program, rest = argv[0], argv[1:]
     if program == "python" and rest[:2] == ["-m", "pytest"]:
         return  # the suite itself

@@ -38,7 +38,7 @@ def test_quick_sine_reproduction_then_only_missing_cells_rerun(tmp_path, cli_env
     # Another command's results are never this one's: without the shrinking overrides (or another budget), the
     # cells ask for another config, so the command is refused and changes nothing, --table-only included.
     kept = (out / "reptile" / "results.json").stat().st_mtime_ns
-    for other, differs in ((["--budget", "quick"], "train.iterations: 20 there, 700 now"),
+    for other, differs in ((["--budget", "quick"], "train.iterations: 20 there, 300 now"),
                            (["--budget", "quick", "--table-only"], "eval.tasks: 20 there, 200 now"),
                            (SHRINK, "eval.val_tasks: 0 there, 100 now")):
         refused = reproduce("ga_sine", "--out", str(out), *other, env=cli_env)
