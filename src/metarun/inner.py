@@ -1,8 +1,8 @@
 """The inner loop: K steps on one task's support set, as a pure function of the parameters.
 
-Gradients come from `torch.func.grad`, so the same code is differentiable when an outer
-`grad` transform wraps it (MAML) and graph-free when nothing does (FOMAML, Reptile,
-evaluation).
+Gradients come from `metarun.autodiff.grad` (torch.func's meaning, plain autograd outside its
+transforms), so the same code is differentiable when an outer gradient wraps it (MAML) and
+graph-free when nothing does (FOMAML, Reptile, evaluation).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.func import grad
 
+from metarun.autodiff import grad
 from metarun.functional import Params, step
 
 Objective = Callable[[Params], Tensor]
