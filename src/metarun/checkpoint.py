@@ -13,6 +13,9 @@ from metarun.config import ConfigError
 from metarun.files import atomic_writer
 
 FILENAME = "checkpoint.pt"
+# How the tasks are executed, not what is computed (the modes give the same gradients, tests/test_execution.py):
+# a run may continue with other values, e.g. a smaller `exec.chunk` after running out of GPU memory.
+EXECUTION_ONLY = {"exec.mode", "exec.chunk", "exec.workers"}
 
 
 def save(out_dir: Path, state: dict[str, Any]) -> Path:
@@ -60,7 +63,7 @@ def resumable(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
             f"{path} cannot be read as a metarun checkpoint ({type(e).__name__}: {e}). Delete it to start this "
             "run over, or run in another folder."
         ) from None
-    changed = sorted(_differences(state.get("config") or {}, config))
+    changed = sorted(set(_differences(state.get("config") or {}, config)) - EXECUTION_ONLY)
     if changed:
         shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
         raise ConfigError(

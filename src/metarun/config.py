@@ -8,6 +8,7 @@ count) before anything is written. This module must not import torch: `metarun -
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,8 +63,12 @@ class OuterConfig:
 @dataclass
 class ExecConfig:
     mode: str = "auto"  # auto | loop | vmap: how the tasks of a meta-batch run; same gradients either way
-    chunk: int = 0  # vmap: tasks per vectorised call, 0 = all
+    # vmap: tasks per vectorised call, 0 = all, auto = on a GPU the most that fit its memory (else all).
+    # A whole number or `auto`, which the schema cannot say in one type: `check` tells the rest apart.
+    chunk: Any = "auto"
     workers: int = 0  # CPU: processes sharing each meta-batch's tasks, 0 = none (all in this process)
+    tf32: bool = False  # CUDA (Ampere or later): TF32 matrix products and convolutions
+    autocast: str = "none"  # none | bf16: the tasks' forward and backward passes under bfloat16 autocast
 
 
 @dataclass
@@ -234,6 +239,8 @@ ALGORITHMS = ("maml", "fomaml", "reptile", "imaml", "convex_maml", "convex_imaml
 WEIGHTINGS = ("uniform", "agreement")
 AGREEMENT_VECTORS = ("auto", "updates", "meta_grads")
 EXEC_MODES = ("auto", "loop", "vmap")
+AUTOCAST = ("none", "bf16")
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 INNER_OPTIMIZERS = ("sgd", "adam")
 
 
@@ -263,8 +270,7 @@ def check(cfg: DictConfig) -> None:
         _positive(cfg, key, "a learning rate", f"Set e.g. `{key}=0.01`.")
     for key in ("train.iterations", "train.meta_batch", "eval.tasks", "eval.chunk"):
         _positive(cfg, key, "a count", f"Set `{key}` to a positive whole number.")
-    _non_negative(cfg, ("train.eval_every", "train.checkpoint_every", "eval.val_tasks", "exec.chunk",
-                        "exec.workers"))
+    _non_negative(cfg, ("train.eval_every", "train.checkpoint_every", "eval.val_tasks", "exec.workers"))
     if cfg.logger not in ("csv", "tensorboard"):
         raise ConfigError(f"`logger={cfg.logger}` is unknown. Valid values: csv, tensorboard.")
     if cfg.eval.val_tasks == 1:
@@ -277,8 +283,7 @@ def check(cfg: DictConfig) -> None:
             f"`eval.tasks={cfg.eval.tasks}` is too few: a 95% confidence interval needs at least 2 "
             "evaluation tasks. Set `eval.tasks=1000` (the papers use 600 or more)."
         )
-    if cfg.exec.mode not in EXEC_MODES:
-        raise ConfigError(f"`exec.mode={cfg.exec.mode}` is unknown. Valid values: {', '.join(EXEC_MODES)}.")
+    _check_exec(cfg)
     if cfg.weighting.name not in WEIGHTINGS:
         raise ConfigError(
             f"`weighting.name={cfg.weighting.name}` is unknown. Valid values: {', '.join(WEIGHTINGS)} "
@@ -295,9 +300,25 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(
             f"`algo.inner_optimizer={optimizer}` is unknown. Valid values: {', '.join(INNER_OPTIMIZERS)}."
         )
-    device = str(cfg.device)
-    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"`device={device}` is unknown. Valid values: auto, cpu, cuda, cuda:N.")
+    if not DEVICE.fullmatch(str(cfg.device)):
+        raise ConfigError(f"`device={cfg.device}` is unknown. Valid values: auto, cpu, cuda, cuda:N (N = 0, 1, ...).")
+
+
+def _check_exec(cfg: DictConfig) -> None:
+    if cfg.exec.mode not in EXEC_MODES:
+        raise ConfigError(f"`exec.mode={cfg.exec.mode}` is unknown. Valid values: {', '.join(EXEC_MODES)}.")
+    chunk = cfg.exec.chunk
+    if chunk != "auto" and not (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0):
+        raise ConfigError(
+            f"`exec.chunk={chunk}` is invalid: it is the number of tasks per vectorised call, 0 (all of them), or "
+            "`auto` (on a GPU, the most that fit its memory). Set `exec.chunk=auto`, or e.g. `exec.chunk=8`."
+        )
+    if cfg.exec.autocast not in AUTOCAST:
+        raise ConfigError(
+            f"`exec.autocast={cfg.exec.autocast}` is not offered. Valid values: {', '.join(AUTOCAST)}. Use "
+            "`exec.autocast=bf16` for bfloat16 autocast (float32's range, 8 bits of mantissa), or `none` for float32. "
+            "float16 would need loss scaling, which metarun does not do, and PyTorch's autocast has no fp8."
+        )
 
 
 def _check_algo(cfg: DictConfig) -> None:

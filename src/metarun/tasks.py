@@ -18,10 +18,18 @@ class Episode(NamedTuple):
     query_y: Tensor
 
     def to(self, device: torch.device) -> Episode:
-        return Episode(*(t.to(device) for t in self))
+        return Episode(*(to_device(t, device) for t in self))
 
     def __len__(self) -> int:  # type: ignore[override]
         return self.support_x.shape[0]
+
+
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """`t` on `device`. From the CPU to a GPU the copy goes through pinned memory and does not wait: a copy
+    from ordinary (pageable) memory waits for all the GPU's queued work first, a host sync per call."""
+    if device.type == "cuda" and t.device.type == "cpu" and torch.cuda.is_available():
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 class TaskSource(Protocol):
@@ -71,8 +79,8 @@ class ClassEpisodes:
             raise ValueError(f"cannot draw {ways}-way {shots}+{queries} episodes from {tuple(self.images.shape[:2])}")
         classes = torch.rand(tasks, self.classes, generator=generator).argsort(dim=1)[:, :ways]
         picks = torch.rand(tasks, ways, self.per_class, generator=generator).argsort(dim=2)[..., :shots + queries]
-        device = self.images.device
-        x = self.images[classes.to(device)[..., None], picks.to(device)].float().div_(255)  # [T, N, K+Q, C, H, W]
+        device = self.images.device  # x: [T, N, K+Q, C, H, W]
+        x = self.images[to_device(classes, device)[..., None], to_device(picks, device)].float().div_(255)
         labels = torch.arange(ways, device=device).view(1, ways, 1)
 
         def part(start: int, size: int) -> tuple[Tensor, Tensor]:
