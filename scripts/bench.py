@@ -14,7 +14,11 @@ numbers from different machines are never mixed:
 
     python scripts/bench.py                                    # Omniglot 5-way 1-shot, Conv4-64 max-pool
     python scripts/bench.py --setting sine                     # the sine MLP
+    python scripts/bench.py --setting miniimagenet --synthetic # 84x84 random images, Conv4-32, meta-batch 4
     python scripts/bench.py --variants maml:5,imaml:100 --modes loop,vmap -- exec.chunk=4
+
+On a GPU the settings are the run's: `exec.chunk=auto` (the chunk it settles on is in `exec_chunk`),
+IEEE float32 unless `-- exec.tf32=true` (for learn2learn's rows too), `-- exec.autocast=bf16` opt-in.
 
 Output: one JSON object per variant and mode (tasks_per_s, s_per_iter, sample_fraction,
 peak_mb, extra_mb and the ratios), then the same as a table on stderr.
@@ -41,7 +45,11 @@ SETTINGS = {
                                "train.queries=15"]},
     "sine": {"variants": "maml:5,fomaml:5,reptile:5,imaml:5,imaml:20,imaml:100,convex_maml:5,convex_imaml:5,cavia:5",
              "meta_batch": 25, "overrides": ["data=sine"]},
+    # MAML's miniImageNet setting: 5-way 1-shot, 15 queries, Conv4 with 32 filters and max-pooling, meta-batch 4.
+    "miniimagenet": {"variants": "maml:1,maml:5,fomaml:5,reptile:5,imaml:5", "meta_batch": 4,
+                     "overrides": ["data=miniimagenet", "ways=5", "shots=1", "queries=15", "train.queries=15"]},
 }
+SYNTHETIC = ["data._target_=synthetic.SyntheticImages"]  # scripts/synthetic.py: random images, the same shapes
 
 
 def processes() -> list[str]:
@@ -124,11 +132,13 @@ def measure(step, sample, device, repeats: int, warmup: int) -> dict:
 def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
     import torch
 
+    from metarun import precision
     from metarun.train import build
 
     meta_batch = args.meta_batch
     cfg = compose(variant, meta_batch, args.overrides)
     device, source, model, algorithm, objective = build(cfg)
+    precision.use_tf32(cfg.exec.tf32, device)  # as a run sets it, for every kind of row
     generator = torch.Generator().manual_seed(0)
 
     def sample():
@@ -140,7 +150,9 @@ def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
     algo, steps = variant.split(":")
     return {"variant": variant, "kind": kind, "algo": algo, "inner_steps": int(steps), "meta_batch": meta_batch,
             "data": cfg.data.name, "model": cfg.model._target_.rsplit(".", 1)[-1],
-            "exec_mode": exec_label(cfg, model) if kind == "metarun" else kind, "exec_chunk": cfg.exec.chunk,
+            "exec_mode": exec_label(cfg, model) if kind == "metarun" else kind,
+            "exec_chunk": step.chunking.tasks_per_call(meta_batch) if kind == "metarun" else None,
+            "tf32": bool(cfg.exec.tf32 and device.type == "cuda"), "autocast": cfg.exec.autocast,
             "device": str(device), "tasks_per_s": round(meta_batch / row["s_per_iter"], 2), **row,
             "diagnose": args.diagnose, "repeats": args.repeats, "torch": torch.__version__,
             "threads": torch.get_num_threads()}
@@ -154,26 +166,33 @@ def exec_label(cfg, model) -> str:
 
 
 def metarun_step(cfg, model, algorithm, objective, args):
-    """One training step's computation, through the same executor the training loop uses."""
+    """One training step's computation, through the same executor and combination the training loop uses,
+    up to its one host sync (the finiteness check); not the optimiser step."""
     import contextlib
 
     from omegaconf import OmegaConf
 
-    from metarun.functional import detached, weighted_sum
-    from metarun.train import agreement_vectors, execution_mode, task_executor
-    from metarun.weighting import weights
+    from metarun.chunking import Chunking
+    from metarun.functional import detached
+    from metarun.train import agreement_vectors, combine, execution_mode, task_executor
 
     vectors = agreement_vectors(cfg, algorithm)
     stack = contextlib.ExitStack()  # the worker pool, if any, lives as long as the child
-    mode = execution_mode(cfg.exec.mode, next(model.parameters()).device, model)
+    device = next(model.parameters()).device
+    mode = execution_mode(cfg.exec.mode, device, model)
+    chunking = Chunking(cfg.exec.chunk, device, mode, "training step")
     run_tasks = stack.enter_context(task_executor(cfg, OmegaConf.to_container(cfg, resolve=True), mode,
-                                                  algorithm, objective))
+                                                  algorithm, objective, chunking))
 
     def step(episode):
         grads = run_tasks(detached(model), episode, args.diagnose)
-        return weighted_sum(weights(cfg.weighting.name, getattr(grads, vectors)), grads.meta_grads)
+        _, combined, finite = combine(cfg.weighting.name, grads, vectors)
+        if not finite:
+            raise SystemExit("the combined meta-gradient is not finite")
+        return combined
 
     step.resources = stack  # unreferenced, the stack would close the pool
+    step.chunking = chunking
     return step
 
 
@@ -232,11 +251,15 @@ def floor_task_step(cfg, model, algorithm, objective, args):
     return step
 
 
-def run_child(kind: str, variant: str, args: argparse.Namespace, overrides: list[str]) -> dict:
+def run_child(kind: str, variant: str, args: argparse.Namespace, overrides: list[str],
+              timeout: float | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", f"{kind}/{variant}", "--meta-batch", str(args.meta_batch),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), *(["--diagnose"] * args.diagnose),
            "--", *overrides]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"variant": variant, "kind": kind, "error": f"over its time limit ({timeout:.0f} s)"}
     if out.returncode != 0:
         return {"variant": variant, "kind": kind, "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -248,7 +271,9 @@ def mode_overrides(mode: str) -> list[str]:
     return [f"exec.mode={name}", *([f"exec.workers={workers.rstrip('w')}"] if workers else [])]
 
 
-def data_overrides(setting: str) -> list[str]:
+def data_overrides(setting: str, synthetic: bool = False) -> list[str]:
+    if synthetic and setting != "sine":
+        return SYNTHETIC
     if setting != "omniglot" or os.environ.get("METARUN_DATA"):
         return []
     return [f"data.root={ROOT.parent / 'shared' / 'data' / 'omniglot'}"]
@@ -265,16 +290,21 @@ def ratios(rows: list[dict], baseline: str) -> None:
         if r["kind"] != "metarun":
             continue
         if base:
-            r["speed_vs_baseline"] = round(r["tasks_per_s"] / base["tasks_per_s"], 3)
+            r["speed_vs_baseline"] = ratio(r["tasks_per_s"], base["tasks_per_s"])
         l2l = find("l2l", variant=r["variant"])
         if l2l:
-            r["speed_vs_l2l"] = round(r["tasks_per_s"] / l2l["tasks_per_s"], 3)
-            r["rss_vs_l2l"] = round(r["peak_mb"] / l2l["peak_mb"], 3)
-            r["work_vs_l2l"] = round(r["work_mb"] / l2l["work_mb"], 3)
+            r["speed_vs_l2l"] = ratio(r["tasks_per_s"], l2l["tasks_per_s"])
+            r["rss_vs_l2l"] = ratio(r["peak_mb"], l2l["peak_mb"])
+            r["work_vs_l2l"] = ratio(r["work_mb"], l2l["work_mb"])
         for kind, key in (("floor", "time_vs_floor"), ("floor-task", "time_vs_floor_task")):
             floor = find(kind, inner_steps=r["inner_steps"])
             if floor:
-                r[key] = round(r["s_per_iter"] / floor["s_per_iter"], 3)
+                r[key] = ratio(r["s_per_iter"], floor["s_per_iter"])
+
+
+def ratio(a: float, b: float) -> float | None:
+    """a / b, or None where b is 0 (a working memory too small for /proc's kB to show)."""
+    return round(a / b, 3) if b else None
 
 
 COLUMNS = (("tasks/s", "tasks_per_s"), ("s/iter", "s_per_iter"), ("sample", "sample_fraction"),
@@ -289,8 +319,12 @@ def print_table(rows: list[dict]) -> None:
         if "error" in r:
             print(f"{r['variant']:<12}{r['kind']:<14} error: {r['error']}", file=sys.stderr)
             continue
-        print(f"{r['variant']:<12}{r['exec_mode']:<14}" + "".join(f"{r.get(k, ''):>9}" for _, k in COLUMNS),
+        print(f"{r['variant']:<12}{r['exec_mode']:<14}" + "".join(f"{_cell(r.get(k)):>9}" for _, k in COLUMNS),
               file=sys.stderr)
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 def main() -> None:
@@ -307,6 +341,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-l2l", action="store_true", help="skip the learn2learn rows")
     parser.add_argument("--no-floor", action="store_true", help="skip the compute-floor rows")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="random images in the setting's shapes (scripts/synthetic.py) instead of the dataset")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="config overrides for every variant (after --)")
     args = parser.parse_args()
@@ -318,7 +354,7 @@ def main() -> None:
         return
 
     variants = (args.variants or setting["variants"]).split(",")
-    base_overrides = [*setting["overrides"], *data_overrides(args.setting), *args.overrides]
+    base_overrides = [*setting["overrides"], *data_overrides(args.setting, args.synthetic), *args.overrides]
     rows = []
     for mode in args.modes.split(","):
         rows += [run_child("metarun", v, args, [*base_overrides, *mode_overrides(mode)]) for v in variants]
