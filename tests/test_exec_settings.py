@@ -146,6 +146,14 @@ def test_a_checkpoint_continues_with_other_execution_settings_only(tmp_path):
         assert state is not None and state["iteration"] == 3
     with pytest.raises(ConfigError, match=r"different config \(exec.autocast differ\)"):
         checkpoint.resumable(tmp_path, resolved(config("exec.autocast=bf16")))
+    # A checkpoint written before exec.tf32 and exec.autocast existed was written at their defaults.
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    for key in ("tf32", "autocast"):
+        del state["config"]["exec"][key]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert checkpoint.resumable(tmp_path, resolved(config()))["iteration"] == 3
+    with pytest.raises(ConfigError, match=r"different config \(exec.tf32 differ\)"):
+        checkpoint.resumable(tmp_path, resolved(config("exec.tf32=true")))
 
 
 def resolved(cfg) -> dict:

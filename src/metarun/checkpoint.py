@@ -16,6 +16,8 @@ FILENAME = "checkpoint.pt"
 # How the tasks are executed, not what is computed (the modes give the same gradients, tests/test_execution.py):
 # a run may continue with other values, e.g. a smaller `exec.chunk` after running out of GPU memory.
 EXECUTION_ONLY = {"exec.mode", "exec.chunk", "exec.workers"}
+# Settings added since checkpoints were first written, with the value that older runs had in effect.
+ADDED = {"exec.tf32": False, "exec.autocast": "none"}
 
 
 def save(out_dir: Path, state: dict[str, Any]) -> Path:
@@ -63,7 +65,8 @@ def resumable(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
             f"{path} cannot be read as a metarun checkpoint ({type(e).__name__}: {e}). Delete it to start this "
             "run over, or run in another folder."
         ) from None
-    changed = sorted(set(_differences(state.get("config") or {}, config)) - EXECUTION_ONLY)
+    changed = set(_differences(state.get("config") or {}, config)) - EXECUTION_ONLY
+    changed = sorted(changed - _added_at_default(state, config))
     if changed:
         shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
         raise ConfigError(
@@ -72,6 +75,17 @@ def resumable(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
             "folder (hydra.run.dir=...), or delete the checkpoint to start over."
         )
     return state
+
+
+def _added_at_default(state: dict[str, Any], config: dict[str, Any]) -> set[str]:
+    """The ADDED settings that the checkpoint's config lacks and this config has at their old value."""
+    def get(tree: Any, key: str) -> Any:
+        for part in key.split("."):
+            tree = tree.get(part) if isinstance(tree, dict) else None
+        return tree
+
+    saved = state.get("config") or {}
+    return {k for k, old in ADDED.items() if get(saved, k) is None and get(config, k) == old}
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -43,14 +43,14 @@ def evaluate(
     def batched(sx: Tensor, sy: Tensor, qx: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
         return vmap(predictions, chunk_size=chunk or None)(sx, sy, qx)
 
+    def looped(sx: Tensor, sy: Tensor, qx: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+        return tuple(torch.stack(p) for p in zip(*(predictions(sx[i], sy[i], qx[i]) for i in range(len(sx))),
+                                                  strict=True))
+
     after, before = [], []
     for episode in episodes:
         sx, sy, qx, qy = episode.to(device)
-        if mode == "vmap":
-            adapted, unadapted = chunking.run(partial(batched, sx, sy, qx), len(sx))
-        else:
-            adapted, unadapted = (torch.stack(p) for p in zip(*(predictions(sx[i], sy[i], qx[i])
-                                                                 for i in range(len(sx))), strict=True))
+        adapted, unadapted = chunking.run(partial(batched if mode == "vmap" else looped, sx, sy, qx), len(sx))
         after.append(score(adapted, qy).detach())
         before.append(score(unadapted, qy).detach())
     # Scores stay on the device until the end: one copy to the host, not one (and a GPU sync) per batch.

@@ -46,4 +46,6 @@ def autocast(name: str, device: torch.device) -> contextlib.AbstractContextManag
     dtype = AUTOCAST[name]
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    # No cast cache: it keeps every leaf it cast alive until the block ends, and here each inner step makes new
+    # parameters (and the plain-autograd loop new leaves per gradient), so nothing would be read from it twice.
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=False)
