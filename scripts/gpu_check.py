@@ -61,16 +61,17 @@ def device_name(dry: bool) -> str:
 # ---- parts: each yields its measurements --------------------------------------------------------------------------
 
 def environment(dry: bool, deadline: float, out: Path) -> Iterator[Row]:
-    import torch
-
     from metarun import __version__
 
-    row = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
-           "metarun": __version__, "threads": torch.get_num_threads(), "learn2learn": _l2l_version()}
-    if not dry:
+    row = {"python": sys.version.split()[0], "torch": importlib.metadata.version("torch"), "metarun": __version__,
+           "learn2learn": _l2l_version()}
+    if not dry:  # (a dry run does not import torch here: this part is its one run in a process of its own)
+        import torch
+
         props = torch.cuda.get_device_properties(0)
-        row |= {"gpu": props.name, "capability": f"{props.major}.{props.minor}",
-                "memory_gib": round(props.total_memory / 2**30, 1), "gpus": torch.cuda.device_count()}
+        row |= {"cuda": torch.version.cuda, "gpu": props.name, "capability": f"{props.major}.{props.minor}",
+                "memory_gib": round(props.total_memory / 2**30, 1), "gpus": torch.cuda.device_count(),
+                "threads": torch.get_num_threads()}
     yield row
 
 
@@ -256,8 +257,8 @@ def summary(results: dict[str, tuple[list[Row], str | None]], dry: bool, seconds
             elapsed: dict[str, float]) -> str:
     lines = [f"# metarun GPU check{' (dry run on the CPU: tiny sizes, no GPU numbers)' if dry else ''}", ""]
     env = (results.get("environment", ([{}], None))[0] or [{}])[0]
-    lines += [f"torch {env.get('torch')}, CUDA {env.get('cuda')}, {env.get('gpu', 'no GPU')} (compute capability "
-              f"{env.get('capability', '-')}, {env.get('memory_gib', '-')} GiB), learn2learn "
+    lines += [f"torch {env.get('torch')}, CUDA {env.get('cuda') or '-'}, {env.get('gpu', 'no GPU')} (compute "
+              f"capability {env.get('capability', '-')}, {env.get('memory_gib', '-')} GiB), learn2learn "
               f"{env.get('learn2learn') or 'not installed'}, metarun {env.get('metarun')}; {seconds:.0f} s in all ("
               + ", ".join(f"{name} {s:.0f}/{LIMITS[name]}" for name, s in elapsed.items()) + " s).", ""]
     tests = (results.get("cuda-tests", ([{}], None))[0] or [{}])[0]

@@ -14,11 +14,13 @@ DataDependentOutputException): tests/test_host_syncs.py counts them on the CPU.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from metarun.algorithms import task_grads
+from metarun.algorithms import TaskGrads, task_grads
 from metarun.data.classification import ImageClasses
 from metarun.data.sine import SineWaves
 from metarun.evaluate import evaluate
@@ -61,12 +63,17 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
             assert value.device == (torch.device("cpu") if key == "step" else CUDA), key
 
 
+@functools.cache
+def cpu_task_grads(name: str, mode: str) -> TaskGrads:
+    theta, loss, episode = problem(torch.float32, name)
+    return task_grads(ALGOS[name](), theta, loss, episode, mode, diagnose=True)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("weighting", ["uniform", "agreement"])
 @pytest.mark.parametrize("name", ALGOS)
 def test_meta_step_after_the_task_gradients_stays_on_cuda(name, weighting, mode):
-    theta, loss, episode = problem(torch.float32, name)
-    real = task_grads(ALGOS[name](), theta, loss, episode, mode, diagnose=True)
+    real = cpu_task_grads(name, mode)
     with fake_cuda():
         grads = type(real)(*({k: v.to("cuda") for k, v in tree.items()} for tree in real))
         w, combined, finite = combine(weighting, grads, "meta_grads" if name == "cavia" else "updates")

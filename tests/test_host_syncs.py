@@ -72,9 +72,11 @@ def counted_run(tmp_path, iterations: int, overrides: list[str], monkeypatch) ->
     return reads.count
 
 
-ALGOS = ["maml", "fomaml", "reptile", "imaml", "convex_maml", "convex_imaml", "cavia"]
+# Agreement (whose 0/0 check reads the device when asked to) with each kind of meta-gradient: through the inner
+# steps, by Reptile's displacement, by CG on Hessian-vector products, by linear solves, through a context.
+ALGOS = ["maml", "reptile", "imaml", "convex_imaml", "cavia"]
 CASES = [*(pytest.param(a, "vmap", "agreement", id=f"{a}-vmap-agreement") for a in ALGOS),
-         *(pytest.param(a, "loop", "uniform", id=f"{a}-loop-uniform") for a in ("maml", "convex_imaml"))]
+         pytest.param("maml", "loop", "uniform", id="maml-loop-uniform")]
 
 
 @pytest.mark.parametrize(("algo", "mode", "weighting"), CASES)
