@@ -171,6 +171,23 @@ def test_tf32_is_off_by_default_and_a_cpu_ignores_it(caplog):
     assert len(caplog.records) == 1
 
 
+@pytest.mark.parametrize(("capability", "in_effect"), [((8, 0), True), ((7, 0), False)])
+def test_tf32_flags_on_a_gpu(monkeypatch, capability, in_effect):
+    # The flags can be set without a GPU; only the capability query needs one, so it is answered here.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "an older GPU")
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        assert precision.use_tf32(True, CUDA) is in_effect
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert precision.use_tf32(False, CUDA) is False
+        # Off means off: cuDNN convolutions too, which PyTorch's default lets use TF32.
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 # Measured here (the float32 sine MLP of test_execution, 6 tasks, this CPU): bf16 autocast moved the uniformly
 # combined meta-gradient by 0.6-11% of its norm (the most: MAML in loop mode); the README gives Conv4's numbers.
 BF16_RELATIVE = 0.15

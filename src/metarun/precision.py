@@ -1,8 +1,10 @@
 """Opt-in reduced precision on a GPU (`exec.tf32`, `exec.autocast`); off by default, so results stay float32.
 
-PyTorch lets cuDNN convolutions use TF32 by default (`torch.backends.cudnn.conv.fp32_precision` is
-`tf32`), so "off" is set explicitly: a run with `exec.tf32=false` computes its convolutions and matrix
-products in IEEE float32 on every GPU, as the papers' numbers were.
+PyTorch lets cuDNN convolutions use TF32 by default (`torch.backends.cudnn.allow_tf32` is True), so
+"off" is set explicitly: a run with `exec.tf32=false` computes its convolutions and matrix products in
+IEEE float32 on every GPU, as the papers' numbers were. The flags are set through the `allow_tf32` API:
+torch 2.14's newer `fp32_precision` settings make the `allow_tf32` getters raise once they disagree,
+and other code (torch.compile's, a user's) still reads those.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ def use_tf32(enabled: bool, device: torch.device) -> bool:
             log.warning("exec.tf32=true has no effect on %s (TF32 is a CUDA tensor-core format, Ampere or later); "
                         "this run computes in float32.", device)
         return False
-    for backend in (torch.backends.cuda.matmul, torch.backends.cudnn.conv):
-        backend.fp32_precision = "tf32" if enabled else "ieee"
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
     if enabled and torch.cuda.get_device_capability(device) < (8, 0):
         log.warning("exec.tf32=true has no effect on %s (TF32 needs compute capability 8.0, Ampere, or later); this "
                     "run computes in float32.", torch.cuda.get_device_name(device))
