@@ -145,17 +145,48 @@ def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
         return source.sample("train", meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries, generator).to(device)
 
     steps = {"metarun": metarun_step, "l2l": l2l_step, "floor": floor_step, "floor-task": floor_task_step}
-    step = steps[kind](cfg, model, algorithm, objective, args)
-    row = measure(step, sample, device, args.repeats, args.warmup)
+    if kind == "interleaved":
+        step = metarun_step(cfg, model, algorithm, objective, args)
+        row = interleaved(step, l2l_step(cfg, model, algorithm, objective, args), sample, device, args)
+    else:
+        step = steps[kind](cfg, model, algorithm, objective, args)
+        row = measure(step, sample, device, args.repeats, args.warmup)
     algo, steps = variant.split(":")
     return {"variant": variant, "kind": kind, "algo": algo, "inner_steps": int(steps), "meta_batch": meta_batch,
             "data": cfg.data.name, "model": cfg.model._target_.rsplit(".", 1)[-1],
-            "exec_mode": exec_label(cfg, model) if kind == "metarun" else kind,
-            "exec_chunk": step.chunking.tasks_per_call(meta_batch) if kind == "metarun" else None,
+            "exec_mode": exec_label(cfg, model) + ("/interleaved" if kind == "interleaved" else "")
+            if kind in ("metarun", "interleaved") else kind,
+            "exec_chunk": step.chunking.tasks_per_call(meta_batch) if kind in ("metarun", "interleaved") else None,
             "tf32": bool(cfg.exec.tf32 and device.type == "cuda"), "autocast": cfg.exec.autocast,
             "device": str(device), "tasks_per_s": round(meta_batch / row["s_per_iter"], 2), **row,
             "diagnose": args.diagnose, "repeats": args.repeats, "torch": torch.__version__,
             "threads": torch.get_num_threads()}
+
+
+def interleaved(ours, theirs, sample, device, args: argparse.Namespace) -> dict:
+    """metarun's and learn2learn's steps taken in turn on the same episodes, in one process: a machine that
+    others are using slows both alike, so their ratio holds where separate runs' ratios do not. No memory."""
+    import torch
+
+    def timed(step, episode) -> float:
+        start = time.perf_counter()
+        step(episode)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(args.warmup):
+        episode = sample()
+        ours(episode), theirs(episode)
+    pairs = []
+    for i in range(args.repeats):  # which goes first alternates
+        episode = sample()
+        a, b = (timed(ours, episode), timed(theirs, episode)) if i % 2 == 0 else \
+            reversed((timed(theirs, episode), timed(ours, episode)))
+        pairs.append((a, b))
+    ours_s, theirs_s = (statistics.median(p[j] for p in pairs) for j in (0, 1))
+    return {"s_per_iter": round(ours_s, 5), "l2l_s_per_iter": round(theirs_s, 5),
+            "speed_vs_l2l": round(theirs_s / ours_s, 3), "pair_ratios": [round(b / a, 3) for a, b in pairs]}
 
 
 def exec_label(cfg, model) -> str:
@@ -341,6 +372,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-l2l", action="store_true", help="skip the learn2learn rows")
     parser.add_argument("--no-floor", action="store_true", help="skip the compute-floor rows")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="MAML/FOMAML only: metarun's and learn2learn's steps in turn in one process per "
+                             "variant and mode (speed ratios that hold on a busy machine; no memory figures)")
     parser.add_argument("--synthetic", action="store_true",
                         help="random images in the setting's shapes (scripts/synthetic.py) instead of the dataset")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -356,6 +390,14 @@ def main() -> None:
     variants = (args.variants or setting["variants"]).split(",")
     base_overrides = [*setting["overrides"], *data_overrides(args.setting, args.synthetic), *args.overrides]
     rows = []
+    if args.interleaved:
+        for mode in args.modes.split(","):
+            rows += [run_child("interleaved", v, args, [*base_overrides, *mode_overrides(mode)]) for v in variants
+                     if v.split(":")[0] in ("maml", "fomaml")]
+        for r in rows:
+            print(json.dumps(r), flush=True)
+        print_table(rows)
+        return
     for mode in args.modes.split(","):
         rows += [run_child("metarun", v, args, [*base_overrides, *mode_overrides(mode)]) for v in variants]
     if not args.no_l2l:
