@@ -94,7 +94,7 @@ def test_auto_chunk_halves_after_running_out_of_memory_and_keeps_the_size(caplog
 
 def test_out_of_memory_that_no_chunk_can_help_is_one_paragraph():
     with pytest.raises(OutOfMemory, match=r"with a single task \(`exec.mode=vmap`, `exec.chunk=auto`\).*Lower "
-                                          r"`inner.steps`.*continues from that checkpoint"):
+                                          r"`inner.steps`.*other `exec.\*` settings continues from it"):
         Chunking("auto", CUDA, "vmap", "training step").run(device_with_room(0, []), 32)
     with pytest.raises(OutOfMemory, match=r"with 8 tasks per vmap call \(`exec.chunk=8`\). Set `exec.chunk=auto`"):
         Chunking(8, CUDA, "vmap", "training step").run(device_with_room(4, []), 32)

@@ -59,8 +59,8 @@ class Chunking:
                         self.what, self.device, size, self.size)
 
     def _advice(self, size: int) -> str:
-        continues = ("metrics.csv and the last checkpoint stay in the run folder, and the same command with other "
-                     "`exec.*` settings continues from that checkpoint.")
+        continues = ("The run folder keeps what it holds (metrics.csv, and the last checkpoint if one was saved: the "
+                     "same command with other `exec.*` settings continues from it).")
         if self.mode == "vmap" and size > 1:
             return (f"{self.device} ran out of memory in the {self.what} with {size} tasks per vmap call "
                     f"(`exec.chunk={self.setting}`). Set `exec.chunk=auto` to use the largest chunk that fits, or a "
