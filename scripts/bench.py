@@ -14,7 +14,11 @@ numbers from different machines are never mixed:
 
     python scripts/bench.py                                    # Omniglot 5-way 1-shot, Conv4-64 max-pool
     python scripts/bench.py --setting sine                     # the sine MLP
+    python scripts/bench.py --setting miniimagenet --synthetic # 84x84 random images, Conv4-32, meta-batch 4
     python scripts/bench.py --variants maml:5,imaml:100 --modes loop,vmap -- exec.chunk=4
+
+On a GPU the settings are the run's: `exec.chunk=auto` (the chunk it settles on is in `exec_chunk`),
+IEEE float32 unless `-- exec.tf32=true` (for learn2learn's rows too), `-- exec.autocast=bf16` opt-in.
 
 Output: one JSON object per variant and mode (tasks_per_s, s_per_iter, sample_fraction,
 peak_mb, extra_mb and the ratios), then the same as a table on stderr.
@@ -41,7 +45,11 @@ SETTINGS = {
                                "train.queries=15"]},
     "sine": {"variants": "maml:5,fomaml:5,reptile:5,imaml:5,imaml:20,imaml:100,convex_maml:5,convex_imaml:5,cavia:5",
              "meta_batch": 25, "overrides": ["data=sine"]},
+    # MAML's miniImageNet setting: 5-way 1-shot, 15 queries, Conv4 with 32 filters and max-pooling, meta-batch 4.
+    "miniimagenet": {"variants": "maml:1,maml:5,fomaml:5,reptile:5,imaml:5", "meta_batch": 4,
+                     "overrides": ["data=miniimagenet", "ways=5", "shots=1", "queries=15", "train.queries=15"]},
 }
+SYNTHETIC = ["data._target_=random_images.SyntheticImages"]  # scripts/random_images.py: random images, the same shapes
 
 
 def processes() -> list[str]:
@@ -124,26 +132,62 @@ def measure(step, sample, device, repeats: int, warmup: int) -> dict:
 def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
     import torch
 
+    from metarun import precision
     from metarun.train import build
 
     meta_batch = args.meta_batch
     cfg = compose(variant, meta_batch, args.overrides)
     device, source, model, algorithm, objective = build(cfg)
+    precision.use_tf32(cfg.exec.tf32, device)  # as a run sets it, for every kind of row
     generator = torch.Generator().manual_seed(0)
 
     def sample():
         return source.sample("train", meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries, generator).to(device)
 
     steps = {"metarun": metarun_step, "l2l": l2l_step, "floor": floor_step, "floor-task": floor_task_step}
-    step = steps[kind](cfg, model, algorithm, objective, args)
-    row = measure(step, sample, device, args.repeats, args.warmup)
+    if kind == "interleaved":
+        step = metarun_step(cfg, model, algorithm, objective, args)
+        row = interleaved(step, l2l_step(cfg, model, algorithm, objective, args), sample, device, args)
+    else:
+        step = steps[kind](cfg, model, algorithm, objective, args)
+        row = measure(step, sample, device, args.repeats, args.warmup)
     algo, steps = variant.split(":")
     return {"variant": variant, "kind": kind, "algo": algo, "inner_steps": int(steps), "meta_batch": meta_batch,
             "data": cfg.data.name, "model": cfg.model._target_.rsplit(".", 1)[-1],
-            "exec_mode": exec_label(cfg, model) if kind == "metarun" else kind, "exec_chunk": cfg.exec.chunk,
+            "exec_mode": exec_label(cfg, model) + ("/interleaved" if kind == "interleaved" else "")
+            if kind in ("metarun", "interleaved") else kind,
+            "exec_chunk": step.chunking.tasks_per_call(meta_batch) if kind in ("metarun", "interleaved") else None,
+            "tf32": bool(cfg.exec.tf32 and device.type == "cuda"), "autocast": cfg.exec.autocast,
             "device": str(device), "tasks_per_s": round(meta_batch / row["s_per_iter"], 2), **row,
             "diagnose": args.diagnose, "repeats": args.repeats, "torch": torch.__version__,
             "threads": torch.get_num_threads()}
+
+
+def interleaved(ours, theirs, sample, device, args: argparse.Namespace) -> dict:
+    """metarun's and learn2learn's steps taken in turn on the same episodes, in one process: a machine that
+    others are using slows both alike, so their ratio holds where separate runs' ratios do not. No memory."""
+    import torch
+
+    def timed(step, episode) -> float:
+        start = time.perf_counter()
+        step(episode)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(args.warmup):
+        episode = sample()
+        ours(episode), theirs(episode)
+    pairs = []
+    for i in range(args.repeats):  # which goes first alternates
+        episode = sample()
+        a, b = (timed(ours, episode), timed(theirs, episode)) if i % 2 == 0 else \
+            reversed((timed(theirs, episode), timed(ours, episode)))
+        pairs.append((a, b))
+    ours_s, theirs_s = (statistics.median(p[j] for p in pairs) for j in (0, 1))
+    ratios = [b / a for a, b in pairs]  # each pair ran under the same conditions: the median of their ratios
+    return {"s_per_iter": round(ours_s, 5), "l2l_s_per_iter": round(theirs_s, 5),
+            "speed_vs_l2l": round(statistics.median(ratios), 3), "pair_ratios": [round(r, 3) for r in ratios]}
 
 
 def exec_label(cfg, model) -> str:
@@ -154,26 +198,33 @@ def exec_label(cfg, model) -> str:
 
 
 def metarun_step(cfg, model, algorithm, objective, args):
-    """One training step's computation, through the same executor the training loop uses."""
+    """One training step's computation, through the same executor and combination the training loop uses,
+    up to its one host sync (the finiteness check); not the optimiser step."""
     import contextlib
 
     from omegaconf import OmegaConf
 
-    from metarun.functional import detached, weighted_sum
-    from metarun.train import agreement_vectors, execution_mode, task_executor
-    from metarun.weighting import weights
+    from metarun.chunking import Chunking
+    from metarun.functional import detached
+    from metarun.train import agreement_vectors, combine, execution_mode, task_executor
 
     vectors = agreement_vectors(cfg, algorithm)
     stack = contextlib.ExitStack()  # the worker pool, if any, lives as long as the child
-    mode = execution_mode(cfg.exec.mode, next(model.parameters()).device, model)
+    device = next(model.parameters()).device
+    mode = execution_mode(cfg.exec.mode, device, model)
+    chunking = Chunking(cfg.exec.chunk, device, mode, "training step")
     run_tasks = stack.enter_context(task_executor(cfg, OmegaConf.to_container(cfg, resolve=True), mode,
-                                                  algorithm, objective))
+                                                  algorithm, objective, chunking))
 
     def step(episode):
         grads = run_tasks(detached(model), episode, args.diagnose)
-        return weighted_sum(weights(cfg.weighting.name, getattr(grads, vectors)), grads.meta_grads)
+        _, combined, finite = combine(cfg.weighting.name, grads, vectors)
+        if not finite:
+            raise SystemExit("the combined meta-gradient is not finite")
+        return combined
 
     step.resources = stack  # unreferenced, the stack would close the pool
+    step.chunking = chunking
     return step
 
 
@@ -232,11 +283,15 @@ def floor_task_step(cfg, model, algorithm, objective, args):
     return step
 
 
-def run_child(kind: str, variant: str, args: argparse.Namespace, overrides: list[str]) -> dict:
+def run_child(kind: str, variant: str, args: argparse.Namespace, overrides: list[str],
+              timeout: float | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", f"{kind}/{variant}", "--meta-batch", str(args.meta_batch),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), *(["--diagnose"] * args.diagnose),
            "--", *overrides]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"variant": variant, "kind": kind, "error": f"over its time limit ({timeout:.0f} s)"}
     if out.returncode != 0:
         return {"variant": variant, "kind": kind, "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -248,7 +303,9 @@ def mode_overrides(mode: str) -> list[str]:
     return [f"exec.mode={name}", *([f"exec.workers={workers.rstrip('w')}"] if workers else [])]
 
 
-def data_overrides(setting: str) -> list[str]:
+def data_overrides(setting: str, synthetic: bool = False) -> list[str]:
+    if synthetic and setting != "sine":
+        return SYNTHETIC
     if setting != "omniglot" or os.environ.get("METARUN_DATA"):
         return []
     return [f"data.root={ROOT.parent / 'shared' / 'data' / 'omniglot'}"]
@@ -265,16 +322,21 @@ def ratios(rows: list[dict], baseline: str) -> None:
         if r["kind"] != "metarun":
             continue
         if base:
-            r["speed_vs_baseline"] = round(r["tasks_per_s"] / base["tasks_per_s"], 3)
+            r["speed_vs_baseline"] = ratio(r["tasks_per_s"], base["tasks_per_s"])
         l2l = find("l2l", variant=r["variant"])
         if l2l:
-            r["speed_vs_l2l"] = round(r["tasks_per_s"] / l2l["tasks_per_s"], 3)
-            r["rss_vs_l2l"] = round(r["peak_mb"] / l2l["peak_mb"], 3)
-            r["work_vs_l2l"] = round(r["work_mb"] / l2l["work_mb"], 3)
+            r["speed_vs_l2l"] = ratio(r["tasks_per_s"], l2l["tasks_per_s"])
+            r["rss_vs_l2l"] = ratio(r["peak_mb"], l2l["peak_mb"])
+            r["work_vs_l2l"] = ratio(r["work_mb"], l2l["work_mb"])
         for kind, key in (("floor", "time_vs_floor"), ("floor-task", "time_vs_floor_task")):
             floor = find(kind, inner_steps=r["inner_steps"])
             if floor:
-                r[key] = round(r["s_per_iter"] / floor["s_per_iter"], 3)
+                r[key] = ratio(r["s_per_iter"], floor["s_per_iter"])
+
+
+def ratio(a: float, b: float) -> float | None:
+    """a / b, or None where b is 0 (a working memory too small for /proc's kB to show)."""
+    return round(a / b, 3) if b else None
 
 
 COLUMNS = (("tasks/s", "tasks_per_s"), ("s/iter", "s_per_iter"), ("sample", "sample_fraction"),
@@ -289,8 +351,12 @@ def print_table(rows: list[dict]) -> None:
         if "error" in r:
             print(f"{r['variant']:<12}{r['kind']:<14} error: {r['error']}", file=sys.stderr)
             continue
-        print(f"{r['variant']:<12}{r['exec_mode']:<14}" + "".join(f"{r.get(k, ''):>9}" for _, k in COLUMNS),
+        print(f"{r['variant']:<12}{r['exec_mode']:<14}" + "".join(f"{_cell(r.get(k)):>9}" for _, k in COLUMNS),
               file=sys.stderr)
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 def main() -> None:
@@ -307,6 +373,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-l2l", action="store_true", help="skip the learn2learn rows")
     parser.add_argument("--no-floor", action="store_true", help="skip the compute-floor rows")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="MAML/FOMAML only: metarun's and learn2learn's steps in turn in one process per "
+                             "variant and mode (speed ratios that hold on a busy machine; no memory figures)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="random images in the setting's shapes (scripts/random_images.py) instead of the dataset")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="config overrides for every variant (after --)")
     args = parser.parse_args()
@@ -318,8 +389,16 @@ def main() -> None:
         return
 
     variants = (args.variants or setting["variants"]).split(",")
-    base_overrides = [*setting["overrides"], *data_overrides(args.setting), *args.overrides]
+    base_overrides = [*setting["overrides"], *data_overrides(args.setting, args.synthetic), *args.overrides]
     rows = []
+    if args.interleaved:
+        for mode in args.modes.split(","):
+            rows += [run_child("interleaved", v, args, [*base_overrides, *mode_overrides(mode)]) for v in variants
+                     if v.split(":")[0] in ("maml", "fomaml")]
+        for r in rows:
+            print(json.dumps(r), flush=True)
+        print_table(rows)
+        return
     for mode in args.modes.split(","):
         rows += [run_child("metarun", v, args, [*base_overrides, *mode_overrides(mode)]) for v in variants]
     if not args.no_l2l:

@@ -40,6 +40,17 @@ def synthetic_omniglot(tmp_path_factory):
     return SyntheticOmniglot(root / "data", {p: write_splits(root / "splits" / p, p) for p in SPLITS})
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` need a GPU: without one they are skipped, saying why (`pytest -rs` lists them)."""
+    if torch.cuda.is_available() or os.environ.get("METARUN_CUDA_TESTS_DEVICE") == "cpu":  # (a rehearsal)
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: torch {torch.__version__} sees none (CUDA build: "
+                                   f"{torch.version.cuda or 'no'}); scripts/gpu_check.py runs these on one")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def tiny():
     """A tiny float64 MLP regression problem: model, loss and one task's support and query sets."""

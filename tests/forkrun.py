@@ -235,7 +235,8 @@ def zero_agreement_vectors() -> None:
     from metarun import weighting
 
     real = weighting.WEIGHTINGS["agreement"]
-    weighting.WEIGHTINGS["agreement"] = lambda vectors: real({k: torch.zeros_like(v) for k, v in vectors.items()})
+    weighting.WEIGHTINGS["agreement"] = lambda vectors, **kwargs: real({k: torch.zeros_like(v) for k, v in
+                                                                        vectors.items()}, **kwargs)
 
 
 def raise_in_job(seed: int) -> None:
@@ -308,8 +309,18 @@ def _patch_fdopen_after(iteration: int, name: str, make) -> None:
     os.fdopen = fdopen
 
 
+
+def gpus(count: int) -> None:
+    """The machine shows `count` CUDA GPUs (none can be used: only the checks that count them run)."""
+    import torch
+
+    torch.cuda.is_available = lambda: count > 0
+    torch.cuda.device_count = lambda: count
+
+
 PATCHES = {f.__name__: f for f in (kill_at_sample, kill_at_step, kill_at_log_row, kill_mid_write, disk_full,
-                                    kill_at_replace, poison_sample, zero_agreement_vectors, raise_in_job, ctrl_c)}
+                                    kill_at_replace, poison_sample, zero_agreement_vectors, raise_in_job, ctrl_c,
+                                    gpus)}
 
 
 # ---- the driver ---------------------------------------------------------------------------------------------

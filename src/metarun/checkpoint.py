@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from metarun.config import ConfigError, describe_differences, differences
+from metarun.config import ConfigError, continuing_differences, describe_differences
 from metarun.files import atomic_writer
 
 FILENAME = "checkpoint.pt"
@@ -62,7 +62,7 @@ def resumable(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
             "cannot go on from it. Delete it to start this run over, or run in another folder (hydra.run.dir=...)."
         ) from None
     saved = state.get("config") or {}
-    changed = differences(saved, config)
+    changed = continuing_differences(saved, config)
     if changed:
         raise ConfigError(
             f"{path} (iteration {iteration}) was written by a run with a different config "
@@ -71,3 +71,4 @@ def resumable(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
             "folder (hydra.run.dir=...), or delete the checkpoint to start over."
         )
     return state
+

@@ -8,6 +8,7 @@ count) before anything is written. This module must not import torch: `metarun -
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,8 +70,12 @@ class OuterConfig:
 @dataclass
 class ExecConfig:
     mode: str = "auto"  # auto | loop | vmap: how the tasks of a meta-batch run; same gradients either way
-    chunk: int = 0  # vmap: tasks per vectorised call, 0 = all
+    # vmap: tasks per vectorised call, 0 = all, auto = on a GPU the most that fit its memory (else all).
+    # A whole number or `auto`, which the schema cannot say in one type: `check` tells the rest apart.
+    chunk: Any = "auto"
     workers: int = 0  # CPU: processes sharing each meta-batch's tasks, 0 = none (all in this process)
+    tf32: bool = False  # CUDA (Ampere or later): TF32 matrix products and convolutions
+    autocast: str = "none"  # none | bf16: the tasks' forward and backward passes under bfloat16 autocast
 
 
 @dataclass
@@ -264,6 +269,8 @@ ALGORITHMS = ("maml", "fomaml", "reptile", "imaml", "convex_maml", "convex_imaml
 WEIGHTINGS = ("uniform", "agreement")
 AGREEMENT_VECTORS = ("auto", "updates", "meta_grads")
 EXEC_MODES = ("auto", "loop", "vmap")
+AUTOCAST = ("none", "bf16")
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 INNER_OPTIMIZERS = ("sgd", "adam")
 INNER_STATES = ("fresh", "carry")
 ACTIVATIONS = ("relu", "tanh")
@@ -295,7 +302,7 @@ def check(cfg: DictConfig) -> None:
         _positive(cfg, key, "a learning rate", f"Set e.g. `{key}=0.01`.")
     for key in ("train.iterations", "train.meta_batch", "eval.tasks", "eval.chunk", "inner.sub_batches"):
         _positive(cfg, key, "a count", f"Set `{key}` to a positive whole number.")
-    _non_negative(cfg, ("train.eval_every", "train.checkpoint_every", "eval.val_tasks", "exec.chunk",
+    _non_negative(cfg, ("train.eval_every", "train.checkpoint_every", "eval.val_tasks",
                         "exec.workers", "outer.decay_every", "outer.clip_value"))
     if not 0 < cfg.outer.decay <= 1:
         raise ConfigError(f"`outer.decay={cfg.outer.decay}` is invalid: the step decay factor must be in (0, 1]. "
@@ -312,8 +319,7 @@ def check(cfg: DictConfig) -> None:
             f"`eval.tasks={cfg.eval.tasks}` is too few: a 95% confidence interval needs at least 2 "
             "evaluation tasks. Set `eval.tasks=1000` (the papers use 600 or more)."
         )
-    if cfg.exec.mode not in EXEC_MODES:
-        raise ConfigError(f"`exec.mode={cfg.exec.mode}` is unknown. Valid values: {', '.join(EXEC_MODES)}.")
+    _check_exec(cfg)
     if cfg.weighting.name not in WEIGHTINGS:
         raise ConfigError(
             f"`weighting.name={cfg.weighting.name}` is unknown. Valid values: {', '.join(WEIGHTINGS)} "
@@ -330,9 +336,25 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(
             f"`algo.inner_optimizer={optimizer}` is unknown. Valid values: {', '.join(INNER_OPTIMIZERS)}."
         )
-    device = str(cfg.device)
-    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"`device={device}` is unknown. Valid values: auto, cpu, cuda, cuda:N.")
+    if not DEVICE.fullmatch(str(cfg.device)):
+        raise ConfigError(f"`device={cfg.device}` is unknown. Valid values: auto, cpu, cuda, cuda:N (N = 0, 1, ...).")
+
+
+def _check_exec(cfg: DictConfig) -> None:
+    if cfg.exec.mode not in EXEC_MODES:
+        raise ConfigError(f"`exec.mode={cfg.exec.mode}` is unknown. Valid values: {', '.join(EXEC_MODES)}.")
+    chunk = cfg.exec.chunk
+    if chunk != "auto" and not (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0):
+        raise ConfigError(
+            f"`exec.chunk={chunk}` is invalid: it is the number of tasks per vectorised call, 0 (all of them), or "
+            "`auto` (on a GPU, the most that fit its memory). Set `exec.chunk=auto`, or e.g. `exec.chunk=8`."
+        )
+    if cfg.exec.autocast not in AUTOCAST:
+        raise ConfigError(
+            f"`exec.autocast={cfg.exec.autocast}` is not offered. Valid values: {', '.join(AUTOCAST)}. Use "
+            "`exec.autocast=bf16` for bfloat16 autocast (float32's range, 8 bits of mantissa), or `none` for float32. "
+            "float16 would need loss scaling, which metarun does not do, and PyTorch's autocast has no fp8."
+        )
 
 
 def _check_algo(cfg: DictConfig) -> None:
@@ -434,6 +456,21 @@ def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return sorted(d for k in a.keys() | b.keys() for d in differences(a.get(k), b.get(k), f"{prefix}{k}."))
     return [] if a == b else [prefix.rstrip(".")]
+
+
+# How the tasks are executed, not what is computed (the modes give the same gradients, tests/test_execution.py):
+# a stopped run may continue with other values, e.g. a smaller `exec.chunk` after running out of GPU memory.
+EXECUTION_ONLY = {"exec.mode", "exec.chunk", "exec.workers"}
+# Settings added since runs were first recorded, with the value that older runs had in effect.
+ADDED = {"exec.tf32": False, "exec.autocast": "none", "inner.sub_batches": 1, "outer.decay": 1.0,
+         "outer.decay_every": 0, "outer.clip_value": 0.0, "model.activation": "relu", "algo.inner_state": "fresh"}
+
+
+def continuing_differences(saved: dict, config: dict) -> list[str]:
+    """The keys in which `config` differs from a stopped run's `saved` one in a way that forbids continuing it:
+    execution-only settings may change, and a setting the old run predates counts as at its old value."""
+    added = {k for k, old in ADDED.items() if lookup(saved, k) is None and lookup(config, k) == old}
+    return sorted(set(differences(saved, config)) - EXECUTION_ONLY - added)
 
 
 def lookup(config: dict, key: str) -> Any:

@@ -104,5 +104,5 @@ def flatten(tree: Params) -> Tensor:
 
 
 def weighted_sum(weights: Tensor, tree: Params) -> Params:
-    """sum_i w_i * tree_i over the leading task dimension."""
-    return {k: torch.tensordot(weights.to(v.dtype), v, dims=1) for k, v in tree.items()}
+    """sum_i w_i * tree_i over the leading task dimension, on the tree's device and in its dtype."""
+    return {k: torch.tensordot(weights.to(v.device, v.dtype), v, dims=1) for k, v in tree.items()}

@@ -1,9 +1,10 @@
 """The inner loop: K steps on one task's support set, as a pure function of the parameters.
 
-Gradients come from `torch.func.grad`, so the same code is differentiable when an outer
-`grad` transform wraps it (MAML) and graph-free when nothing does (FOMAML, Reptile,
-evaluation). An objective is one function of the parameters, or a sequence of them (the
-support set's sub-batches): step i then descends objective i mod k.
+Gradients come from `metarun.autodiff.grad` (torch.func's meaning, plain autograd outside its
+transforms), so the same code is differentiable when an outer gradient wraps it (MAML) and
+graph-free when nothing does (FOMAML, Reptile, evaluation). An objective is one function of the
+parameters, or a sequence of them (the support set's sub-batches): step i then descends
+objective i mod k.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.func import grad
 
+from metarun.autodiff import grad
 from metarun.functional import Params, step
 
 Objective = Callable[[Params], Tensor]

@@ -60,6 +60,9 @@ class TaskBatchNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor, stats_from: int = 0) -> Tensor:
+        # Under bf16 autocast the convolution before it hands over bf16: normalise in the parameters' float32,
+        # as mixed precision keeps BatchNorm (vmapped gradients of mixed-dtype batch_norm fail on a CPU).
+        x = x.to(self.weight.dtype)
         if not stats_from:
             return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
         ref = x[:stats_from]

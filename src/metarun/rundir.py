@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from metarun.checkpoint import FILENAME as CHECKPOINT
-from metarun.config import ConfigError, describe_differences, differences, lookup
+from metarun.config import ConfigError, continuing_differences, describe_differences, differences, lookup
 from metarun.files import atomic_write, remove_temporaries
 from metarun.results import FAILED, RESULTS
 
@@ -75,7 +75,8 @@ def claim(out_dir: Path, config: dict[str, Any], choose: str) -> Path | None:
         return None
     if results.is_file():
         _check_agrees(results, saved)
-    changed = differences(saved, config)
+    # A finished run answers only for its own config; a stopped one may continue with other execution settings.
+    changed = differences(saved, config) if results.is_file() else continuing_differences(saved, config)
     if changed:
         if results.is_file():
             held = f"the finished results ({RESULTS}) of"

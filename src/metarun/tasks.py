@@ -18,10 +18,18 @@ class Episode(NamedTuple):
     query_y: Tensor
 
     def to(self, device: torch.device) -> Episode:
-        return Episode(*(t.to(device) for t in self))
+        return Episode(*(to_device(t, device) for t in self))
 
     def __len__(self) -> int:  # type: ignore[override]
         return self.support_x.shape[0]
+
+
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """`t` on `device`. From the CPU to a GPU the copy goes through pinned memory and does not wait: a copy
+    from ordinary (pageable) memory waits for all the GPU's queued work first, a host sync per call."""
+    if device.type == "cuda" and t.device.type == "cpu" and torch.cuda.is_available():
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 class TaskSource(Protocol):
@@ -72,7 +80,7 @@ class ClassEpisodes:
         classes = torch.rand(tasks, self.classes, generator=generator).argsort(dim=1)[:, :ways]
         picks = torch.rand(tasks, ways, self.per_class, generator=generator).argsort(dim=2)[..., :shots + queries]
         device = self.images.device
-        return _episode(self.images[classes.to(device)[..., None], picks.to(device)], shots, queries)
+        return _episode(self.images[to_device(classes, device)[..., None], to_device(picks, device)], shots, queries)
 
 
 class RaggedClassEpisodes:
@@ -109,7 +117,7 @@ class RaggedClassEpisodes:
         keys.masked_fill_(torch.arange(self.largest) >= self.counts[classes][..., None], 2.0)
         picks = keys.topk(shots + queries, dim=2, largest=False).indices
         index = self.offsets[classes][..., None] + picks
-        return _episode(self.images[index.to(self.images.device)], shots, queries)
+        return _episode(self.images[to_device(index, self.images.device)], shots, queries)
 
 
 def class_episodes(images: Tensor, counts: Sequence[int] | None = None) -> ClassEpisodes | RaggedClassEpisodes:

@@ -14,8 +14,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from metarun import __version__, checkpoint
+from metarun import __version__, checkpoint, precision
 from metarun.algorithms import Algorithm, TaskGrads, task_grads
+from metarun.chunking import Chunking
 from metarun.config import ConfigError
 from metarun.evaluate import evaluate
 from metarun.functional import Objective, Params, detached, weighted_sum
@@ -63,7 +64,16 @@ def resolve_device(name: str) -> torch.device:
             f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). "
             "Use `device=cpu`, or `device=auto` to take a GPU only when there is one."
         )
-    return torch.device(name)
+    device = torch.device(name)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.index is not None and device.index >= count:
+        have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise ConfigError(
+            f"`device={name}` asks for CUDA GPU number {device.index}, but this machine shows {count} ({have}; "
+            "CUDA_VISIBLE_DEVICES, when set, numbers the GPUs it lists from 0). Use `device=cuda` for the first "
+            f"one, or `device=cuda:N` with N below {count}."
+        )
+    return device
 
 
 def agreement_vectors(cfg: DictConfig, algo: Algorithm) -> str:
@@ -82,15 +92,67 @@ def agreement_vectors(cfg: DictConfig, algo: Algorithm) -> str:
 
 @contextmanager
 def task_executor(
-    cfg: DictConfig, config: dict, mode: str, algo: Algorithm, objective: Objective
+    cfg: DictConfig, config: dict, mode: str, algo: Algorithm, objective: Objective, chunking: Chunking
 ) -> Iterator[Callable[[Params, Episode, bool], TaskGrads]]:
-    """The function that computes a meta-batch's TaskGrads in `mode`: here, or in `exec.workers` processes."""
+    """The function that computes a meta-batch's TaskGrads in `mode`: here (in `chunking`'s vmap chunks, under
+    `exec.autocast`), or in `exec.workers` processes."""
     if not cfg.exec.workers:
-        yield lambda theta, episode, diagnose: task_grads(
-            algo, theta, objective, episode, mode, cfg.exec.chunk, diagnose)
+        def run_tasks(theta: Params, episode: Episode, diagnose: bool) -> TaskGrads:
+            with precision.autocast(cfg.exec.autocast, chunking.device):
+                return chunking.run(lambda chunk: task_grads(algo, theta, objective, episode, mode, chunk, diagnose),
+                                    len(episode))
+
+        yield run_tasks
         return
-    with TaskPool({**config, "exec": {**config["exec"], "mode": mode}}, cfg.exec.workers) as pool:
+    with TaskPool({**config, "exec": {**config["exec"], "mode": mode, "chunk": chunking.size}},
+                  cfg.exec.workers) as pool:
         yield pool
+
+
+def all_finite(tree: Params) -> torch.Tensor:
+    """Whether every entry of every tensor is finite, as one scalar on their device (reading it is one sync)."""
+    return torch.stack([torch.isfinite(v).all() for v in tree.values()]).all()
+
+
+def combine(weighting: str, grads: TaskGrads, vectors: str) -> tuple[torch.Tensor, Params, torch.Tensor]:
+    """The task weights, their weighted sum of the meta-gradients, and whether that sum is finite.
+
+    All three stay on the gradients' device and nothing is read from it: agreement weights that are 0/0
+    come out NaN (see weighting.agreement) and show as a sum that is not finite.
+    """
+    w = weights(weighting, getattr(grads, vectors), check=False)
+    combined = weighted_sum(w, grads.meta_grads)
+    return w, combined, all_finite(combined)
+
+
+def outer_step(optimizer: torch.optim.Optimizer, params: Params, combined: Params) -> float:
+    """Write the combined meta-gradient into the parameters' `.grad` and step; returns the learning rate used."""
+    for name, g in combined.items():
+        params[name].grad = g
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    return lr
+
+
+def logged(metrics: dict[str, torch.Tensor], w: torch.Tensor) -> dict[str, float]:
+    """An iteration's logged numbers: the batch means of the metrics and the weights' range, read in one copy."""
+    values = [*(m.mean() for m in metrics.values()), w.min(), w.max(), (w < 0).sum()]
+    read = torch.stack([v.to(torch.float64) for v in values]).tolist()
+    return {**dict(zip(metrics, read, strict=False)), "w_min": read[-3], "w_max": read[-2], "w_negative": int(read[-1])}
+
+
+def restore(saved: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            schedule: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator) -> None:
+    """Continue from a checkpoint read onto the CPU: parameters and optimiser state go to the model's device."""
+    model.load_state_dict(saved["params"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    generator.set_state(saved["task_rng"])
+    torch.set_rng_state(saved["torch_rng"])
+    if saved.get("cuda_rng") and torch.cuda.is_available():
+        # One state per GPU of the machine that wrote it; this one may have fewer.
+        for index, state in enumerate(saved["cuda_rng"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, index)
 
 
 def execution_mode(name: str, device: torch.device, model: torch.nn.Module) -> str:
@@ -175,20 +237,19 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
     generator = torch.Generator().manual_seed(cfg.seed)
     first, elapsed, last_val = 1, 0.0, None
     if saved is not None:
-        model.load_state_dict(saved["params"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        generator.set_state(saved["task_rng"])
+        restore(saved, model, optimizer, schedule, generator)
         algo.load_state_dict(saved.get("algo") or {})
-        torch.set_rng_state(saved["torch_rng"])
-        if saved.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         first, elapsed, last_val = saved["iteration"] + 1, saved["seconds"], saved["val_mean"]
+    tf32 = precision.use_tf32(cfg.exec.tf32, device)
+    # Tasks per vmap call, for the training step and for evaluation (which keeps no outer graph: more fit).
+    train_chunks = Chunking(cfg.exec.chunk, device, train_mode, "training step")
+    eval_chunks = Chunking("auto", device, mode, "evaluation")
 
     def test(split: str, n_tasks: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         stream = fixed_stream(source, split, n_tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries, seed)
-        return evaluate(algo, detached(model), objective, source.score, stream,
-                        cfg.eval.steps, cfg.eval.lr, device, mode)
+        with precision.autocast(cfg.exec.autocast, device):
+            return evaluate(algo, detached(model), objective, source.score, stream,
+                            cfg.eval.steps, cfg.eval.lr, device, mode, eval_chunks)
 
     def validate() -> tuple[float, float]:
         # Validation tasks come from the validation split's own fixed stream, never the test stream.
@@ -208,29 +269,26 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
     board = tensorboard_log(cfg, out_dir)
     start = time.perf_counter()
     bar = tqdm(range(first, iterations + 1), desc=f"{algo.name}+{cfg.weighting.name}", disable=None)
-    with stop_requests() as stop, task_executor(cfg, config, train_mode, algo, objective) as run_tasks:
+    with stop_requests() as stop, task_executor(cfg, config, train_mode, algo, objective, train_chunks) as run_tasks:
         for it in bar:
             episode = source.sample("train", cfg.train.meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
                                     generator).to(device)
             logging = it % cfg.train.log_every == 0 or it == iterations
             grads = run_tasks(detached(model), episode, logging)
-            w = weights(cfg.weighting.name, getattr(grads, vectors))
-            combined = weighted_sum(w, grads.meta_grads)
-            if not all(torch.isfinite(g).all() for g in combined.values()):
-                # Stop before the step: the parameters and the last checkpoint stay finite.
+            w, combined, finite = combine(cfg.weighting.name, grads, vectors)
+            # The iteration's one read of the device (a GPU sync). Stop before the step: the parameters and
+            # the last checkpoint stay finite.
+            if not finite:
+                weights(cfg.weighting.name, getattr(grads, vectors))  # says so if agreement weights were 0/0
                 raise Diverged(it, grads.metrics.get("loss_after"), w, out_dir)
             if cfg.outer.clip_value:  # MAML's miniImageNet code and CAVIA's clip the meta-gradient elementwise
                 combined = {k: g.clamp(-cfg.outer.clip_value, cfg.outer.clip_value) for k, g in combined.items()}
-            for name, g in combined.items():
-                params[name].grad = g
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            lr = outer_step(optimizer, params, combined)
             schedule.step()
 
             row = {"iteration": it, "lr": lr}
             if logging:
-                row |= {k: v.mean().item() for k, v in grads.metrics.items()}
-                row |= {"w_min": w.min().item(), "w_max": w.max().item(), "w_negative": int((w < 0).sum())}
+                row |= logged(grads.metrics, w)
                 bar.set_postfix(loss=f"{row['loss_after']:.4f}")
             validating = (cfg.train.eval_every and it % cfg.train.eval_every == 0) or it == iterations
             if validating and cfg.eval.val_tasks:
@@ -266,6 +324,8 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
         "meta_batch": cfg.train.meta_batch, "inner_steps": cfg.inner.steps, "inner_lr": cfg.inner.lr,
         "eval_steps": cfg.eval.steps, "eval_lr": cfg.eval.lr, "eval_seed": cfg.eval.seed,
         "weighting_vectors": vectors, "exec_mode": mode, "exec_workers": cfg.exec.workers,
+        "exec_chunk": None if mode == "loop" else train_chunks.tasks_per_call(cfg.train.meta_batch),
+        "tf32": tf32, "autocast": cfg.exec.autocast,
         "seconds": round(elapsed + time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
         "resumed_from": None if saved is None else saved["iteration"],
         "device": str(device), "torch": torch.__version__, "metarun": __version__,

@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from metarun import precision
 from metarun.algorithms import TaskGrads, task_grads
 from metarun.functional import Objective, Params
 from metarun.tasks import Episode
@@ -92,13 +93,14 @@ def _init(config: dict, threads: int) -> None:
     _parts.update(
         algo=instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr),
         objective=Objective(model, source.loss, cfg.eval.transductive),
-        mode=cfg.exec.mode, chunk=cfg.exec.chunk,
+        mode=cfg.exec.mode, chunk=cfg.exec.chunk, autocast=cfg.exec.autocast,  # chunk: a number (train.py)
     )
 
 
 def _share(theta: Params, episode: Episode, diagnose: bool) -> TaskGrads:
     p = _parts
-    return task_grads(p["algo"], theta, p["objective"], episode, p["mode"], p["chunk"], diagnose)
+    with precision.autocast(p["autocast"], torch.device("cpu")):
+        return task_grads(p["algo"], theta, p["objective"], episode, p["mode"], p["chunk"], diagnose)
 
 
 def _die_with_parent() -> None:

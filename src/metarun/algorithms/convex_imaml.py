@@ -37,6 +37,15 @@ def _params(matrix: Tensor) -> Params:
     return {"head.weight": matrix[:, :-1], "head.bias": matrix[:, -1]}
 
 
+def solve(a: Tensor, b: Tensor) -> Tensor:
+    """a^-1 b for the symmetric positive-definite a (a Hessian plus lambda I), without torch.linalg.solve's
+    singularity check: that reads a status flag from the device, a GPU sync per call. A singular a would
+    give non-finite values, which the training loop's finiteness check stops. Solved in float32 at least:
+    under bf16 autocast the Hessian comes out in bf16."""
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    return torch.linalg.solve_ex(a.to(dtype), b.to(dtype))[0]
+
+
 class ConvexIMAML(Algorithm):
     """`steps` are Newton iterations here; the learning rate is unused (Newton takes full steps)."""
 
@@ -61,7 +70,7 @@ class ConvexIMAML(Algorithm):
         for _ in range(steps):
             g = grad(lambda t: loss.criterion(a @ t.T, y))(m) + self.lam * (m - start)
             h = self.hessian(loss, m, a, y) + self.lam * eye
-            m = m - torch.linalg.solve(h, g.reshape(-1)).reshape(m.shape)
+            m = m - solve(h, g.reshape(-1)).reshape(m.shape)
         return _params(m)
 
     def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
@@ -82,7 +91,7 @@ class ConvexIMAML(Algorithm):
         (query_head, query_body), after = grad_and_value(query_loss, argnums=(0, 1))(phi, body)
         h = self.hessian(loss, phi, _augment(support), sy)
         eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
-        v = torch.linalg.solve(h + self.lam * eye, query_head.reshape(-1)).reshape(phi.shape)
+        v = solve(h + self.lam * eye, query_head.reshape(-1)).reshape(phi.shape)
         # Mixed term: v^T d/d body of grad_Theta L_support, as one vector-Jacobian product.
         support_grad, pullback = vjp(lambda b: grad(support_loss, argnums=0)(phi, b), body)
         (mixed,) = pullback(v)

@@ -9,10 +9,10 @@ the support and the query loss.
 from __future__ import annotations
 
 from torch import Tensor
-from torch.func import grad
 
 from metarun import inner
 from metarun.algorithms.base import Algorithm, TaskOutput
+from metarun.autodiff import grad
 from metarun.functional import Objective, Params, subtract
 
 

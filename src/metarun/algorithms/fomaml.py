@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from torch import Tensor
-from torch.func import grad_and_value
 
 from metarun import inner
 from metarun.algorithms.base import Algorithm, TaskOutput
+from metarun.autodiff import grad_and_value
 from metarun.functional import Objective, Params, subtract
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import Tensor
-from torch.func import grad, grad_and_value
 
 from metarun import inner, solvers
 from metarun.algorithms.base import Algorithm, TaskOutput
+from metarun.autodiff import grad, grad_and_value
 from metarun.functional import Objective, Params, dot, subtract
 
 
