@@ -16,6 +16,7 @@ numbers from different machines are never mixed:
     python scripts/bench.py --setting sine                     # the sine MLP
     python scripts/bench.py --setting miniimagenet --synthetic # 84x84 random images, Conv4-32, meta-batch 4
     python scripts/bench.py --variants maml:5,imaml:100 --modes loop,vmap -- exec.chunk=4
+    python scripts/bench.py --variants maml:5,maml_pp:5,maml_pp:5:algo.first_order_epochs=0 --no-l2l
 
 On a GPU the settings are the run's: `exec.chunk=auto` (the chunk it settles on is in `exec_chunk`),
 IEEE float32 unless `-- exec.tf32=true` (for learn2learn's rows too), `-- exec.autocast=bf16` opt-in.
@@ -85,11 +86,11 @@ def compose(variant: str, meta_batch: int, overrides: list[str]):
     from metarun.cli import config_dir
     from metarun.config import register
 
-    algo, steps = variant.split(":")
+    algo, steps, *own = variant.split(":")
     register()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return hydra_compose("config", overrides=[f"algo={algo}", f"inner.steps={steps}",
-                                                  f"train.meta_batch={meta_batch}", *overrides])
+                                                  f"train.meta_batch={meta_batch}", *overrides, *own])
 
 
 def measure(step, sample, device, repeats: int, warmup: int) -> dict:
@@ -133,11 +134,12 @@ def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
     import torch
 
     from metarun import precision
-    from metarun.train import build
+    from metarun.build import build
 
     meta_batch = args.meta_batch
     cfg = compose(variant, meta_batch, args.overrides)
-    device, source, model, algorithm, objective = build(cfg)
+    parts = build(cfg)
+    device, source = parts.device, parts.source
     precision.use_tf32(cfg.exec.tf32, device)  # as a run sets it, for every kind of row
     generator = torch.Generator().manual_seed(0)
 
@@ -146,15 +148,15 @@ def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
 
     steps = {"metarun": metarun_step, "l2l": l2l_step, "floor": floor_step, "floor-task": floor_task_step}
     if kind == "interleaved":
-        step = metarun_step(cfg, model, algorithm, objective, args)
-        row = interleaved(step, l2l_step(cfg, model, algorithm, objective, args), sample, device, args)
+        step = metarun_step(cfg, parts, args)
+        row = interleaved(step, l2l_step(cfg, parts, args), sample, device, args)
     else:
-        step = steps[kind](cfg, model, algorithm, objective, args)
+        step = steps[kind](cfg, parts, args)
         row = measure(step, sample, device, args.repeats, args.warmup)
-    algo, steps = variant.split(":")
+    algo, steps, *_ = variant.split(":")
     return {"variant": variant, "kind": kind, "algo": algo, "inner_steps": int(steps), "meta_batch": meta_batch,
             "data": cfg.data.name, "model": cfg.model._target_.rsplit(".", 1)[-1],
-            "exec_mode": exec_label(cfg, model) + ("/interleaved" if kind == "interleaved" else "")
+            "exec_mode": exec_label(cfg, parts) + ("/interleaved" if kind == "interleaved" else "")
             if kind in ("metarun", "interleaved") else kind,
             "exec_chunk": step.chunking.tasks_per_call(meta_batch) if kind in ("metarun", "interleaved") else None,
             "tf32": bool(cfg.exec.tf32 and device.type == "cuda"), "autocast": cfg.exec.autocast,
@@ -190,48 +192,34 @@ def interleaved(ours, theirs, sample, device, args: argparse.Namespace) -> dict:
             "speed_vs_l2l": round(statistics.median(ratios), 3), "pair_ratios": [round(r, 3) for r in ratios]}
 
 
-def exec_label(cfg, model) -> str:
-    from metarun.train import execution_mode
-
-    mode = execution_mode(cfg.exec.mode, next(model.parameters()).device, model)
-    return mode + (f"+{cfg.exec.workers}w" if cfg.exec.workers else "")
+def exec_label(cfg, parts) -> str:
+    return parts.executor.train_mode + (f"+{cfg.exec.workers}w" if cfg.exec.workers else "")
 
 
-def metarun_step(cfg, model, algorithm, objective, args):
-    """One training step's computation, through the same executor and combination the training loop uses,
-    up to its one host sync (the finiteness check); not the optimiser step."""
+def metarun_step(cfg, parts, args):
+    """One training step's computation: the training loop's own meta-step (its executor, weighting and
+    combination), up to its one host sync (the finiteness check); not the optimiser step."""
     import contextlib
 
-    from omegaconf import OmegaConf
+    from metarun.train import meta_step
 
-    from metarun.chunking import Chunking
-    from metarun.functional import detached
-    from metarun.train import agreement_vectors, combine, execution_mode, task_executor
-
-    vectors = agreement_vectors(cfg, algorithm)
     stack = contextlib.ExitStack()  # the worker pool, if any, lives as long as the child
-    device = next(model.parameters()).device
-    mode = execution_mode(cfg.exec.mode, device, model)
-    chunking = Chunking(cfg.exec.chunk, device, mode, "training step")
-    run_tasks = stack.enter_context(task_executor(cfg, OmegaConf.to_container(cfg, resolve=True), mode,
-                                                  algorithm, objective, chunking))
+    run_tasks = stack.enter_context(parts.executor.started(parts.algo, parts.objective, parts.weighting.needs_loss))
 
     def step(episode):
-        grads = run_tasks(detached(model), episode, args.diagnose)
-        _, combined, finite = combine(cfg.weighting.name, grads, vectors)
-        if not finite:
+        if not meta_step(parts, parts.theta(), episode, args.diagnose, 1, run_tasks).finite:
             raise SystemExit("the combined meta-gradient is not finite")
-        return combined
 
     step.resources = stack  # unreferenced, the stack would close the pool
-    step.chunking = chunking
+    step.chunking = parts.executor.train_chunks
     return step
 
 
-def l2l_step(cfg, model, algorithm, objective, args):
+def l2l_step(cfg, parts, args):
     """learn2learn's MAML as its examples use it: clone, adapt K times, query loss, backward."""
     import learn2learn as l2l
 
+    model, algorithm, objective = parts.model, parts.algo, parts.objective
     if algorithm.name not in ("maml", "fomaml"):
         raise SystemExit(f"learn2learn has no {algorithm.name} to compare with")
     maml = l2l.algorithms.MAML(model, lr=cfg.inner.lr, first_order=algorithm.name == "fomaml")
@@ -259,8 +247,9 @@ def floor_images(cfg, episode):
     return x, y
 
 
-def floor_step(cfg, model, algorithm, objective, args):
+def floor_step(cfg, parts, args):
     """The issue's floor: one batched forward+backward over all of a meta-iteration's images."""
+    model, objective = parts.model, parts.objective
 
     def step(episode):
         x, y = floor_images(cfg, episode)
@@ -270,9 +259,10 @@ def floor_step(cfg, model, algorithm, objective, args):
     return step
 
 
-def floor_task_step(cfg, model, algorithm, objective, args):
+def floor_task_step(cfg, parts, args):
     """The same images in one forward+backward per task: on CPU smaller batches stay in cache,
     so this floor can be the lower one (reported beside the one-batch floor, never instead)."""
+    model, objective = parts.model, parts.objective
 
     def step(episode):
         x, y = floor_images(cfg, episode)
@@ -362,7 +352,8 @@ def _cell(value: object) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="omniglot")
-    parser.add_argument("--variants", help="comma-separated algo:inner_steps (default: the setting's)")
+    parser.add_argument("--variants", help="comma-separated algo:inner_steps[:key=value...], the key=value "
+                        "overrides for that variant only (default: the setting's)")
     parser.add_argument("--modes", default="loop,vmap",
                         help="execution modes: exec.mode values, each optionally +Nw for N workers (e.g. loop+2w)")
     parser.add_argument("--diagnose", action="store_true",

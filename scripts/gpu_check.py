@@ -134,15 +134,16 @@ def precision_part(dry: bool, deadline: float, out: Path) -> Iterator[Row]:
     import torch
 
     from metarun import precision
-    from metarun.algorithms import task_grads
+    from metarun.build import build
+    from metarun.execution import task_grads
     from metarun.functional import detached, flatten
-    from metarun.train import build
 
     meta_batch, variant = (2, "maml:1") if dry else (32, "maml:5")
     overrides = [*bench.SETTINGS["omniglot"]["overrides"], *bench.SYNTHETIC, f"device={device_name(dry)}",
                  "exec.mode=vmap", *(["model.filters=4"] if dry else [])]
     cfg = bench.compose(variant, meta_batch, overrides)
-    device, source, model, algo, objective = build(cfg)
+    parts = build(cfg)
+    device, source, model, algo, objective = parts.device, parts.source, parts.model, parts.algo, parts.objective
     episode = source.sample("train", meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
                             torch.Generator().manual_seed(0))
 

@@ -232,11 +232,11 @@ def zero_agreement_vectors() -> None:
     """Every vector that agreement weighting compares is zero (as when no inner loop moves)."""
     import torch
 
-    from metarun import weighting
+    from metarun.weighting import agreement
 
-    real = weighting.WEIGHTINGS["agreement"]
-    weighting.WEIGHTINGS["agreement"] = lambda vectors, **kwargs: real({k: torch.zeros_like(v) for k, v in
-                                                                        vectors.items()}, **kwargs)
+    real = agreement.agreement
+    agreement.agreement = lambda vectors, check=True: real({k: torch.zeros_like(v) for k, v in vectors.items()},
+                                                          check)
 
 
 def raise_in_job(seed: int) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metarun import autodiff
-from metarun.algorithms import task_grads
+from metarun.execution import task_grads
 from test_execution import ALGOS, problem
 
 

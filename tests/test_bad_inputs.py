@@ -56,8 +56,8 @@ def no_cache(cache: Path) -> None:
 
 CONFIG = [
     pytest.param(["algo=mammal"], ["`algo=mammal` is not an option of the config group `algo` (did you mean "
-                                   "`algo=maml`?)", "Valid options: cavia, convex_imaml, convex_maml, fomaml, imaml, "
-                                   "maml, reptile."], id="unknown-group-option"),
+                                   "`algo=maml`?)", "Valid options: anil, cavia, convex_imaml, convex_maml, fomaml, "
+                                   "imaml, maml, maml_pp, meta_sgd, reptile."], id="unknown-group-option"),
     pytest.param(["train.iteratons=5"], ["`train.iteratons` is not a setting: `train` has no key `iteratons` (did "
                                          "you mean `train.iterations`?)", "Fix the spelling"], id="misspelt-key"),
     pytest.param(["weightng=agreement"], ["`weightng` is not a setting", "(did you mean `weighting`?)"],
@@ -95,7 +95,8 @@ CONFIG = [
     pytest.param(["algo=reptile", "algo.inner_state=keep"], ["`algo.inner_state=keep` is unknown. Valid values: "
                                                              "fresh, carry."], id="unknown-inner-state"),
     pytest.param(["algo=imaml", "inner.sub_batches=2"], ["`inner.sub_batches=2` splits the support set among the "
-                                                         "training inner steps of maml, fomaml and reptile",
+                                                         "training inner steps of maml, maml_pp, "
+                                                         "meta_sgd, fomaml and reptile",
                                                          "algo=imaml does not use it"], id="sub-batches-for-imaml"),
     pytest.param(["inner.sub_batches=11"], ["`inner.sub_batches=11` is more sub-batches than a training support set "
                                             "has examples (10)", "at most 10"], id="too-many-sub-batches"),

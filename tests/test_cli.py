@@ -73,7 +73,8 @@ def test_multirun_then_table_has_a_row_per_job(tmp_path, cli_env):
     ("override", "named"),
     [("shots=0", "shots=0"), ("inner.steps=-1", "inner.steps=-1"), ("inner.lr=0", "inner.lr=0.0"),
      ("device=cuda", "device=cuda"),
-     ("algo=cavia weighting=agreement weighting.vectors=updates", "weighting.vectors=updates")],
+     ("algo=cavia weighting=agreement weighting.vectors=updates", "weighting.vectors=updates"),
+     ("weighting=loss_softmax weighting.temperature=0", "weighting.temperature=0")],
 )
 def test_bad_values_fail_cleanly_and_leave_nothing(tmp_path, cli_env, override, named):
     run_dir = tmp_path / "run"

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf.errors import ValidationError
 
@@ -86,7 +86,6 @@ def test_wrong_type_fails_at_compose_time():
         ("algo=imaml algo.cg_steps=0", "algo.cg_steps=0"),
         ("algo=convex_imaml algo.lam=-1", "algo.lam=-1.0"),
         ("algo=cavia algo.context_size=0", "algo.context_size=0"),
-        ("weighting=agreement weighting.vectors=grads", "weighting.vectors=grads"),
         ("train.shots=0", "train.shots=0"),
         ("data=omniglot train.queries=0", "train.queries=0"),
         ("data=omniglot model=conv4 model.downsample=avgpool", "model.downsample=avgpool"),
@@ -102,23 +101,39 @@ def test_meaningless_values_are_rejected_with_the_setting_named(override, named)
     assert f"`{named}`" in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("weighting=agreement weighting.vectors=grads", "weighting.vectors=grads"),
+     ("weighting=loss_softmax weighting.temperature=0", "weighting.temperature=0"),
+     ("weighting=loss_softmax weighting.temperature=-1.5", "weighting.temperature=-1.5")],
+)
+def test_a_weighting_checks_its_own_settings(override, named):
+    cfg = make(*override.split())
+    check(cfg)  # the run-wide checks pass: a weighting's settings are its own to check, where it is built
+    with pytest.raises(InstantiationException) as err:
+        instantiate(cfg.weighting)
+    assert isinstance(err.value.__cause__, ConfigError) and f"`{named}`" in str(err.value.__cause__)
+
+
+def agreement(cfg, algo):
+    built = instantiate(cfg.weighting)
+    built.bind(algo)
+    return built.field
+
+
 @pytest.mark.parametrize("algo", ALGORITHMS)
 def test_agreement_compares_updates_except_where_the_inner_loop_leaves_theta(algo):
-    from metarun.train import agreement_vectors
-
     cfg = make(f"algo={algo}", "weighting=agreement")
     built = instantiate(cfg.algo, steps=1, lr=0.1)
-    assert agreement_vectors(cfg, built) == ("meta_grads" if algo == "cavia" else "updates")
+    assert agreement(cfg, built) == ("meta_grads" if algo == "cavia" else "updates")
     cfg = make(f"algo={algo}", "weighting=agreement", "weighting.vectors=meta_grads")
-    assert agreement_vectors(cfg, built) == "meta_grads"
+    assert agreement(cfg, built) == "meta_grads"
 
 
 def test_agreement_on_cavia_updates_is_refused_as_degenerate():
-    from metarun.train import agreement_vectors
-
     cfg = make("algo=cavia", "weighting=agreement", "weighting.vectors=updates")
     with pytest.raises(ConfigError, match="weighting.vectors=meta_grads"):
-        agreement_vectors(cfg, instantiate(cfg.algo, steps=1, lr=0.1))
+        agreement(cfg, instantiate(cfg.algo, steps=1, lr=0.1))
 
 
 def test_cavia_widens_the_model_input_by_its_context():

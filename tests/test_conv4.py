@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from metarun.algorithms import task_grads
 from metarun.algorithms.cavia import CAVIA
 from metarun.algorithms.convex_imaml import ConvexIMAML
 from metarun.algorithms.imaml import IMAML
 from metarun.algorithms.maml import MAML
+from metarun.execution import task_grads
 from metarun.functional import Objective, detached
 from metarun.models import Conv4, conv4_feature_size
 from metarun.tasks import Episode

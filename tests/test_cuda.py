@@ -20,9 +20,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from metarun import precision
-from metarun.algorithms import task_grads
 from metarun.cli import config_dir
 from metarun.config import ALGORITHMS, WEIGHTINGS, ConfigError, register
+from metarun.execution import task_grads
 from metarun.signals import Interrupted
 from metarun.train import run
 

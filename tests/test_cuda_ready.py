@@ -20,15 +20,21 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from metarun.algorithms import TaskGrads, task_grads
+from metarun.algorithms import TaskGrads
 from metarun.data.classification import ImageClasses
 from metarun.data.sine import SineWaves
-from metarun.evaluate import evaluate
+from metarun.evaluate import scores
+from metarun.execution import task_grads
 from metarun.functional import Objective, detached
 from metarun.models import MLP, Conv4
 from metarun.tasks import ClassEpisodes
 from metarun.train import combine, outer_step, restore
-from test_execution import ALGOS, problem
+from metarun.weighting.agreement import Agreement
+from metarun.weighting.loss_softmax import LossSoftmax
+from metarun.weighting.uniform import Uniform
+from test_execution import ALGOS, executor, problem
+
+WEIGHTINGS = {"uniform": Uniform, "agreement": Agreement, "loss_softmax": LossSoftmax}
 
 CUDA = torch.device("cuda", 0)
 MODES = ("loop", "vmap")
@@ -70,16 +76,22 @@ def cpu_task_grads(name: str, mode: str) -> TaskGrads:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("weighting", ["uniform", "agreement"])
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
 @pytest.mark.parametrize("name", ALGOS)
 def test_meta_step_after_the_task_gradients_stays_on_cuda(name, weighting, mode):
     real = cpu_task_grads(name, mode)
     with fake_cuda():
         grads = type(real)(*({k: v.to("cuda") for k, v in tree.items()} for tree in real))
-        w, combined, finite = combine(weighting, grads, "meta_grads" if name == "cavia" else "updates")
+        chosen = WEIGHTINGS[weighting]()
+        chosen.bind(ALGOS[name]())
+        w, combined, finite = combine(chosen, grads)
         assert w.device == CUDA and finite.device == CUDA and finite.shape == ()
         on_cuda(combined)
-        params = dict(cuda_model(name).named_parameters())
+        model = cuda_model(name)
+        # The algorithm's own meta-parameters (Meta-SGD's, MAML++'s rates) are made where the model's are.
+        own = ALGOS[name]().meta_parameters(detached(model), Objective(model, SineWaves.loss))
+        on_cuda(own)
+        params = {**dict(model.named_parameters()), **{k: torch.nn.Parameter(v) for k, v in own.items()}}
         optimizer = optimizer_for(name, params)
         outer_step(optimizer, params, combined)
         on_cuda(params)
@@ -98,10 +110,10 @@ def test_forward_parts_and_evaluation_stay_on_cuda(name, mode):
         assert algo.loss_before(theta, loss, qx[0], qy[0]).device == CUDA
         # Zero test-time steps: the adaptation is forward-only (no backward can run here); every
         # algorithm still builds its own tensors (CAVIA's context, Convex iMAML's identity) on the device.
-        after, before = evaluate(algo, theta, loss, SineWaves.score, [episode], 0, 0.05, CUDA, mode)
-    for scores in (after, before):
-        assert scores.device == torch.device("cpu") and scores.dtype == torch.float64
-        assert scores.shape == (len(episode),)
+        after, before = scores(algo, theta, loss, SineWaves.score, [episode], 0, 0.05, executor(mode, "cuda"))
+    for scored in (after, before):
+        assert scored.device == torch.device("cpu") and scored.dtype == torch.float64
+        assert scored.shape == (len(episode),)
 
 
 def test_episodes_are_drawn_on_the_device_and_scored_there():
@@ -147,7 +159,8 @@ def test_a_checkpoint_resumes_on_cuda(kind):
         cuda = cuda_model("maml")
         params = dict(cuda.named_parameters())
         cuda_optimizer = OPTIMIZERS[kind](params.values())
-        restore(saved, cuda, cuda_optimizer, torch.optim.lr_scheduler.LambdaLR(cuda_optimizer, lambda it: 1.0),
+        cuda.load_state_dict(saved["params"])
+        restore(saved, cuda_optimizer, torch.optim.lr_scheduler.LambdaLR(cuda_optimizer, lambda it: 1.0),
                 torch.Generator())
         on_cuda(params)
         check_optimizer_state(cuda_optimizer)

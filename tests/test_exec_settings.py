@@ -12,10 +12,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from metarun import checkpoint, precision
-from metarun.chunking import Chunking, OutOfMemory
+from metarun.build import resolve_device
 from metarun.cli import config_dir
 from metarun.config import ConfigError, register
-from metarun.train import resolve_device, run
+from metarun.execution import Chunking, OutOfMemory
+from metarun.train import run
 from test_bad_inputs import TINY, never_started, refused
 from test_execution import ALGOS, problem
 
@@ -80,7 +81,7 @@ def device_with_room(tasks: int, calls: list[int]):
 
 def test_auto_chunk_halves_after_running_out_of_memory_and_keeps_the_size(caplog):
     chunks, calls = Chunking("auto", CUDA, "vmap", "training step"), []
-    with caplog.at_level(logging.INFO, logger="metarun.chunking"):
+    with caplog.at_level(logging.INFO, logger="metarun.execution"):
         assert chunks.run(device_with_room(5, calls), 32) == "ran 4"
     assert calls == [0, 16, 8, 4] and chunks.size == 4
     said = [r.getMessage() for r in caplog.records]
@@ -115,22 +116,22 @@ def config(*overrides: str):
 
 
 def test_a_run_that_backs_off_records_its_chunk(tmp_path, monkeypatch, caplog):
-    import metarun.train as train
+    import metarun.execution as execution
 
     class OnAGpu(Chunking):  # the training step's chunking as on a GPU; the CPU's memory is not simulated
         def __init__(self, setting, device, mode, what):
             super().__init__(setting, CUDA if what == "training step" else device, mode, what)
 
-    real = train.task_grads
+    real = execution.task_grads
 
-    def tight(algo, theta, objective, episode, mode, chunk, diagnose):
+    def tight(algo, theta, objective, episode, mode, chunk, diagnose, need_loss):
         if chunk == 0 or chunk > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(algo, theta, objective, episode, mode, chunk, diagnose)
+        return real(algo, theta, objective, episode, mode, chunk, diagnose, need_loss)
 
-    monkeypatch.setattr(train, "Chunking", OnAGpu)
-    monkeypatch.setattr(train, "task_grads", tight)
-    with caplog.at_level(logging.INFO, logger="metarun.chunking"):
+    monkeypatch.setattr(execution, "Chunking", OnAGpu)
+    monkeypatch.setattr(execution, "task_grads", tight)
+    with caplog.at_level(logging.INFO, logger="metarun.execution"):
         record, _ = run(config("exec.mode=vmap"), tmp_path)
     assert record["exec_chunk"] == 2 and json.loads((tmp_path / "results.json").read_text())["exec_chunk"] == 2
     assert [r.getMessage().rsplit(";", 1)[-1] for r in caplog.records if r.levelno == logging.WARNING] == \
@@ -196,7 +197,7 @@ BF16_RELATIVE = 0.15
 @pytest.mark.parametrize("mode", ["loop", "vmap"])
 @pytest.mark.parametrize("name", ["maml", "fomaml", "imaml", "cavia", "convex_imaml"])
 def test_bf16_autocast_runs_and_keeps_float32_meta_gradients(name, mode):
-    from metarun.algorithms import task_grads
+    from metarun.execution import task_grads
     from metarun.functional import flatten
 
     theta, loss, episode = problem(torch.float32, name)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarun.algorithms import task_grads
+from metarun.algorithms.anil import ANIL
 from metarun.algorithms.cavia import CAVIA
 from metarun.algorithms.convex_imaml import ConvexIMAML
 from metarun.algorithms.convex_maml import ConvexMAML
 from metarun.algorithms.fomaml import FOMAML
 from metarun.algorithms.imaml import IMAML
 from metarun.algorithms.maml import MAML
+from metarun.algorithms.meta_sgd import MetaSGD
 from metarun.algorithms.reptile import Reptile
 from metarun.data.sine import SineWaves
+from metarun.execution import Executor, task_grads
 from metarun.functional import Objective, detached, weighted_sum
 from metarun.models import MLP
 
@@ -28,7 +30,24 @@ ALGOS = {
     "convex_maml": lambda: ConvexMAML("convex_maml", steps=3, lr=0.05),
     "convex_imaml": lambda: ConvexIMAML("convex_imaml", steps=2, lr=1.0, lam=0.5),
     "cavia": lambda: CAVIA("cavia", steps=3, lr=0.5, context_size=3),
+    "anil": lambda: ANIL("anil", steps=3, lr=0.05),
+    "meta_sgd": lambda: MetaSGD("meta_sgd", steps=2, lr=0.05),
+    # MAML++ on the MLP (no BatchNorm: BNWB's part is tested on Conv4, test_conv4.py), in its multi-step-loss
+    # epochs (MSL) with learned step sizes (LSLR), and in its first-order epochs (DA).
+    "maml_pp": lambda: progressed(MAML("maml_pp", steps=3, lr=0.05, msl_epochs=4, lslr=True, bnwb=True,
+                                       first_order_epochs=0, epoch_iterations=10), 25),
+    "maml_pp-first-order": lambda: progressed(MAML("maml_pp", steps=3, lr=0.05, msl_epochs=4, lslr=True,
+                                                   first_order_epochs=2, epoch_iterations=10), 5),
 }
+
+
+def progressed(algo, iteration):
+    algo.progress(iteration)
+    return algo
+
+
+def executor(mode, device="cpu"):
+    return Executor(mode, torch.device(device), 0, "none")
 
 
 # Measured, not chosen: Adam divides by sqrt(v), so on coordinates whose gradient is near
@@ -38,12 +57,19 @@ FLOAT32_TOLERANCE = {"imaml-adam": {"rtol": 1e-2, "atol": 5e-5}}
 
 
 def problem(dtype, name="maml"):
+    """theta (with the algorithm's own meta-parameters, moved off their start so that they matter), the
+    objective and a batch of sine tasks."""
     torch.manual_seed(0)
     model = MLP(1, [16, 16], 1, context=3 if name == "cavia" else 0).to(dtype)
     source = SineWaves("sine", [0.1, 5.0], [0.0, 3.14], [-5.0, 5.0])
     episode = source.sample("train", 6, 1, 5, 7, torch.Generator().manual_seed(3))
     episode = type(episode)(*(t.to(dtype) for t in episode))
-    return detached(model), Objective(model, source.loss), episode
+    objective = Objective(model, source.loss)
+    theta = detached(model)
+    meta = ALGOS[name]().meta_parameters(theta, objective) if name in ALGOS else {}
+    generator = torch.Generator().manual_seed(1)
+    meta = {k: v * (0.5 + torch.rand(v.shape, generator=generator, dtype=dtype)) for k, v in meta.items()}
+    return {**theta, **meta}, objective, episode
 
 
 @pytest.mark.parametrize("name", ALGOS)
@@ -89,12 +115,13 @@ def test_weighted_sum_is_the_per_task_combination():
 
 @pytest.mark.parametrize("name", ALGOS)
 def test_evaluation_predictions_are_the_same_batched_or_not(name):
-    from metarun.evaluate import evaluate
+    from metarun.evaluate import scores
 
     theta, loss, episode = problem(torch.float64, name)
     algo = ALGOS[name]()
-    args = (algo, theta, loss, lambda p, y: ((p - y) ** 2).mean(dim=(1, 2)), [episode], 3, 0.05, torch.device("cpu"))
-    torch.testing.assert_close(evaluate(*args, mode="vmap"), evaluate(*args, mode="loop"), rtol=1e-10, atol=1e-12)
+    args = (algo, theta, loss, lambda p, y: ((p - y) ** 2).mean(dim=(1, 2)), [episode], 3, 0.05)
+    torch.testing.assert_close(scores(*args, executor("vmap")), scores(*args, executor("loop")), rtol=1e-10,
+                               atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["loop", "vmap"])
@@ -114,7 +141,7 @@ def test_skipping_diagnostics_changes_no_gradient(name, mode):
         sx, sy, qx, qy = (t[i] for t in episode)
         before = algo.loss_before(theta, loss, qx, qy)
         torch.testing.assert_close(full.metrics["loss_before"][i], before, rtol=1e-12, atol=0)
-        adapted = {k: theta[k] - full.updates[k][i] for k in theta}
+        adapted = {**theta, **{k: theta[k] - full.updates[k][i] for k in full.updates}}
         if name != "cavia":  # CAVIA adapts its context, not theta
             torch.testing.assert_close(full.metrics["loss_after"][i], loss(adapted, qx, qy), rtol=1e-10, atol=1e-12)
 
@@ -127,8 +154,8 @@ def test_cavia_loss_before_is_the_zero_context_loss():
 
 
 def test_auto_mode_is_vmap_on_a_gpu_and_for_the_mlp_and_the_loop_for_convnets_on_a_cpu():
+    from metarun.execution import execution_mode
     from metarun.models import Conv4
-    from metarun.train import execution_mode
 
     mlp, conv = MLP(1, [8], 1), Conv4(1, 28, 5, filters=4, downsample="maxpool", features="flatten")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")

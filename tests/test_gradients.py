@@ -191,7 +191,7 @@ def tasks_of(seed: int, count: int):
 def test_reptile_carried_adam_matches_a_hand_written_loop(tiny):
     """The official code's inner Adam: moments and step count carried through the meta-batch and across
     iterations; every test task starts from the end-of-training state, which it leaves unchanged."""
-    from metarun.algorithms.base import task_grads
+    from metarun.execution import task_grads
     from metarun.tasks import Episode
 
     model, loss, _ = tiny

@@ -4,15 +4,14 @@ untrained model's on the same held-out tasks."""
 from __future__ import annotations
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
+from metarun.build import build
 from metarun.cli import config_dir
 from metarun.config import register
 from metarun.evaluate import evaluate
-from metarun.functional import detached
 from metarun.tasks import fixed_stream
-from metarun.train import build, run
+from metarun.train import run
 
 register()
 
@@ -24,11 +23,10 @@ def test_meta_training_beats_the_untrained_model(tmp_path, algo, iterations):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
 
-    _, source, model, algorithm, objective = build(cfg)  # the same initialisation the run starts from
-    stream = fixed_stream(source, "test", cfg.eval.tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries,
+    parts = build(cfg)  # the same initialisation the run starts from
+    stream = fixed_stream(parts.source, "test", cfg.eval.tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries,
                           cfg.eval.seed)
-    untrained = evaluate(algorithm, detached(model), objective, source.score,
-                         stream, cfg.eval.steps, cfg.eval.lr, torch.device("cpu"))[0].mean().item()
+    untrained = evaluate(parts, stream, cfg.eval.steps, cfg.eval.lr)[0].mean().item()
 
     record, _ = run(cfg, tmp_path)
     assert record["n_tasks"] == 200

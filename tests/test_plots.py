@@ -13,11 +13,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from metarun import checkpoint
+from metarun.build import build
 from metarun.cli import config_dir
 from metarun.config import register
 from metarun.functional import detached
 from metarun.plots import find_runs, read_metrics, run_cli, run_label, sine_figure_data
-from metarun.train import build, run
+from metarun.train import run
 
 register()
 
@@ -94,7 +95,8 @@ def test_sine_figure_data(sweep):
     assert np.allclose(np.interp(data.support_x, data.x, data.y_true), data.support_y, atol=0.05)
 
     # "untrained" is a freshly built model of the same config (same seed), adapted on the same task.
-    _, source, model, algo, objective = build(config("uniform"))
+    parts = build(config("uniform"))
+    source, model, algo, objective = parts.source, parts.model, parts.algo, parts.objective
     task = source.sample("test", 1, 1, 10, 10, torch.Generator().manual_seed(3))
     sx, sy = task.support_x[0], task.support_y[0]
     assert np.allclose(sx.reshape(-1).numpy(), data.support_x)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarun.weighting import WeightingError, agreement, uniform, weights
+from metarun.weighting import WeightingError
+from metarun.weighting.agreement import agreement
+from metarun.weighting.loss_softmax import loss_softmax
+from metarun.weighting.uniform import uniform
 
 
 def tree(rows: list[list[float]]) -> dict:
@@ -56,8 +59,23 @@ def test_one_task_or_identical_tasks_equal_uniform():
     torch.testing.assert_close(agreement(same), uniform(same))
 
 
-def test_uniform_and_lookup():
+def test_uniform_is_one_over_t_on_the_gradients_device_and_dtype():
     g = tree([[1.0, 2.0]] * 4)
-    torch.testing.assert_close(weights("uniform", g), torch.full((4,), 0.25, dtype=torch.float64))
-    with pytest.raises(ValueError, match="agreement"):
-        weights("nope", g)
+    torch.testing.assert_close(uniform(g), torch.full((4,), 0.25, dtype=torch.float64))
+
+
+def test_loss_softmax_by_hand():
+    losses = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    e = torch.tensor([1.0, 2.718281828459045, 7.38905609893065], dtype=torch.float64)
+    torch.testing.assert_close(loss_softmax(losses, 1.0), e / e.sum())
+    # tau = 2 halves the exponents: weights e^(L/2) / sum; the hardest task weighs most, and they sum to 1.
+    half = torch.exp(losses / 2)
+    torch.testing.assert_close(loss_softmax(losses, 2.0), half / half.sum())
+    # A large temperature is uniform weighting; a shift of every loss changes nothing.
+    torch.testing.assert_close(loss_softmax(losses, 1e9), torch.full((3,), 1 / 3, dtype=torch.float64))
+    torch.testing.assert_close(loss_softmax(losses + 5.0, 1.0), loss_softmax(losses, 1.0))
+
+
+def test_loss_softmax_weights_are_constants_of_the_outer_step():
+    losses = torch.tensor([0.5, 1.5], requires_grad=True)
+    assert not loss_softmax(losses, 1.0).requires_grad

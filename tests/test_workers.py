@@ -10,11 +10,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from metarun.algorithms import task_grads
+from metarun.build import build, check_execution
 from metarun.cli import config_dir
 from metarun.config import ConfigError, register
+from metarun.execution import task_grads
 from metarun.functional import detached
-from metarun.train import build, check_execution, run
+from metarun.train import run
 from metarun.workers import TaskPool
 
 register()
@@ -29,14 +30,15 @@ def config(*overrides: str):
 @pytest.mark.parametrize("algo", ["algo=maml", "algo=reptile algo.inner_optimizer=adam"])
 def test_workers_give_the_in_process_task_grads(algo):
     cfg = config(*algo.split(), "exec.mode=loop")
-    _, source, model, algorithm, objective = build(cfg)
+    parts = build(cfg)
+    source, model, algorithm, objective = parts.source, parts.model, parts.algo, parts.objective
     episode = source.sample("train", 5, cfg.ways, cfg.shots, cfg.queries, torch.Generator().manual_seed(0))
     with TaskPool(OmegaConf.to_container(cfg, resolve=True), workers=2) as pool:
         for dtype, tol in ((torch.float32, {"rtol": 1e-5, "atol": 1e-7}), (torch.float64, {"rtol": 1e-10, "atol": 0})):
             theta = {k: v.to(dtype) for k, v in detached(model).items()}
             batch = type(episode)(*(t.to(dtype) for t in episode))
             ref = task_grads(algorithm, theta, objective, batch, cfg.exec.mode, diagnose=True)
-            out = pool(theta, batch, True)
+            out = pool(theta, batch, True, 1)
             for field in ("meta_grads", "updates", "metrics"):
                 assert getattr(out, field).keys() == getattr(ref, field).keys()
                 for k, v in getattr(ref, field).items():
@@ -75,10 +77,11 @@ def test_a_worker_killed_mid_run_is_an_error_not_a_hang():
     from metarun.workers import WorkerDied
 
     cfg = config("algo=fomaml", "exec.mode=loop")
-    _, source, model, algorithm, objective = build(cfg)
+    parts = build(cfg)
+    source, model = parts.source, parts.model
     episode = source.sample("train", 5, cfg.ways, cfg.shots, cfg.queries, torch.Generator().manual_seed(0))
     with TaskPool(OmegaConf.to_container(cfg, resolve=True), workers=2) as pool:
-        pool(detached(model), episode, False)
+        pool(detached(model), episode, False, 1)
         pid, process = next(iter(pool.pool._processes.items()))
         os.kill(pid, signal.SIGKILL)
         process.join()
@@ -86,4 +89,4 @@ def test_a_worker_killed_mid_run_is_an_error_not_a_hang():
         # first, but one of the next few must fail with the message rather than wait forever.
         with pytest.raises(WorkerDied, match=r"exec.workers=2.*same command"):
             for _ in range(20):
-                pool(detached(model), episode, False)
+                pool(detached(model), episode, False, 1)

@@ -23,18 +23,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from metarun import __version__, errors, rundir
-from metarun.config import ConfigError, check, register
+from metarun import __version__, messages, rundir
+from metarun.config import ConfigError, check, config_dir, register
 
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away (`| head`)
-
-
-def config_dir() -> str:
-    """conf/ shipped in the wheel, else the source tree's top-level conf/ (editable installs)."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    if packaged.is_dir():
-        return str(packaged)
-    return str(Path(__file__).resolve().parents[2] / "conf")
 
 
 register()
@@ -68,20 +60,20 @@ def _main() -> None:
     try:
         app()
     except (ConfigCompositionException, OverrideParseException) as e:
-        _exit(errors.composition(e), 2)
+        _exit(messages.composition(e), 2)
     except BrokenPipeError:
         raise
     except OSError as e:
         if e.filename is None:
             raise
         # Hydra making the output folder; a job's own errors are said by the job.
-        _exit(errors.cannot_write(e, "`hydra.run.dir=...` (`hydra.sweep.dir=...` for a multirun)"), 1)
+        _exit(messages.cannot_write(e, "`hydra.run.dir=...` (`hydra.sweep.dir=...` for a multirun)"), 1)
     except JobFailed as e:
         _exit(_sweep_failures(e), 1)
     except ValueError as e:
         if not str(e).startswith("Only one of --run, --multirun"):
             raise
-        _exit(errors.one_command(), 2)
+        _exit(messages.one_command(), 2)
     except KeyboardInterrupt:  # before a job started (composing) or between the jobs of a sweep
         _say("stopped by Ctrl-C before a run started; nothing was written.", 130)
     finally:
@@ -170,9 +162,9 @@ def app(cfg: DictConfig) -> float | None:
             rundir.discard_created(out_dir)
         fail(out_dir, str(e), 2, sweeping, None if isinstance(e, rundir.FolderTaken) else cfg)
     except OSError as e:
-        if not errors.is_output(e, out_dir):
-            fail(out_dir, errors.cannot_use(e), 1, sweeping, cfg)
-        fail(out_dir, errors.cannot_write(e, choose, out_dir, _kept(out_dir, resume)), 1, sweeping, cfg)
+        if not messages.is_output(e, out_dir):
+            fail(out_dir, messages.cannot_use(e), 1, sweeping, cfg)
+        fail(out_dir, messages.cannot_write(e, choose, out_dir, _kept(out_dir, resume)), 1, sweeping, cfg)
     except KeyboardInterrupt:  # a second Ctrl-C in training, or one outside it: stop at once
         if not accepted:
             if not sweeping:
@@ -205,6 +197,8 @@ def _train(cfg: DictConfig, out_dir: Path, sweeping: bool, accept: Callable[[], 
     try:
         run(cfg, out_dir, accept)
     except InstantiationException as e:
+        if isinstance(e.__cause__, ConfigError):  # a group option's own check of its settings (e.g. a weighting's)
+            raise e.__cause__ from None
         raise ConfigError(f"a configured object could not be built: {e}") from None
     except (Diverged, WorkerDied) as e:
         fail(out_dir, str(e), 1, sweeping, cfg)
@@ -275,7 +269,7 @@ def _sweep_failures(e: JobFailed) -> str:
     failed = sorted(p.parent.name for p in sweep.rglob(FAILED))
     jobs = max(len(list(sweep.rglob(".hydra/config.yaml"))), 1)
     names = ", ".join(failed) or Path(e.out_dir).name
-    return errors.one_paragraph(
+    return messages.one_paragraph(
         f"{len(failed) or 1} of the {jobs} jobs of this multirun failed ({names}; "
         f"the first: {e.message}). Every other job ran and wrote its results; `metarun-table {sweep}` marks the "
         "failed cells, and each failed job's folder holds failed.json with its reason. Fix the cause and run the "
@@ -360,7 +354,7 @@ def table_main(argv: list[str] | None = None) -> int:
         dest.mkdir(parents=True, exist_ok=True)
         paths = write_table(table, dest)
     except OSError as e:
-        print(f"metarun-table: error: {errors.cannot_write(e, '`--out FOLDER`', dest)}", file=sys.stderr)
+        print(f"metarun-table: error: {messages.cannot_write(e, '`--out FOLDER`', dest)}", file=sys.stderr)
         return 1
     for path in paths:
         print(f"wrote {path}")

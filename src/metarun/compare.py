@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metarun import errors
+from metarun import messages
 from metarun.results import RESULTS, SCORES, ResultsError, find_jobs, read_results
 from metarun.settings import describe, differences, matches, run_settings, show
 from metarun.stats import Paired, format_p, paired
@@ -80,7 +80,7 @@ def load_run(folder: Path) -> Run:
     """A finished run with its per-task scores; refused with the fix when it has none."""
     record = read_results(folder / RESULTS)
     if not (folder / record.get("scores_file", SCORES)).is_file():
-        raise CompareError(errors.one_paragraph(
+        raise CompareError(messages.one_paragraph(
             f"{folder} has results.json but no {SCORES}, the per-task test scores a paired comparison needs. To "
             f"write it, delete {folder / RESULTS} and run the same command again in that folder: its checkpoint is "
             "evaluated again without training."))
@@ -111,7 +111,7 @@ def load_side(folder: Path, where: Sequence[str], name: str) -> tuple[list[Run],
             chosen.append(run)
     if not chosen:
         picked = f" matching {' '.join(where)}" if where else ""
-        raise CompareError(errors.one_paragraph(
+        raise CompareError(messages.one_paragraph(
             f"{name}: no finished run{picked} under {folder}. Pass the folder of a finished run (it holds "
             "results.json and scores.csv)" + (", or check the --a/--b selection" if where else "") + "."))
     check_one_method(folder, chosen, name)
@@ -131,14 +131,14 @@ def check_one_method(folder: Path, runs: list[Run], name: str) -> None:
     if diffs:
         first = next(iter(diffs))
         example = f"{first}={show(diffs[first][0])}"
-        raise CompareError(errors.one_paragraph(
+        raise CompareError(messages.one_paragraph(
             f"{name}: {folder} is a multirun folder of {len(runs)} runs that differ in {describe(diffs)}, not only "
             f"in seed, so it is not one method to compare. Pass one run folder (e.g. {runs[0].folder}), or choose "
             f"the runs with --{name.lower()} KEY=VALUE (e.g. --{name.lower()} {example})."))
     seen: dict[int, Path] = {}
     for run in runs:
         if run.seed in seen:
-            raise CompareError(errors.one_paragraph(
+            raise CompareError(messages.one_paragraph(
                 f"{name}: {seen[run.seed]} and {run.folder} are two runs of the same settings and seed {run.seed}: "
                 "repeats, not seeds to pair. Pass only one of them."))
         seen[run.seed] = run.folder
@@ -156,7 +156,7 @@ def check_same_stream(a: Run, b: Run) -> None:
     diffs = {k: (sa.get(k), sb.get(k)) for k in sorted(sa.keys() | sb.keys()) if sa.get(k) != sb.get(k)}
     if diffs:
         said = ", ".join(f"{k} ({x} vs {y})" for k, (x, y) in diffs.items())
-        raise CompareError(errors.one_paragraph(
+        raise CompareError(messages.one_paragraph(
             f"{a.folder} and {b.folder} were tested on different test tasks: they differ in {said}. A paired "
             "comparison needs the same test stream: run both with the same data, ways, shots, queries, eval.seed, "
             "eval.tasks and eval.chunk (metarun-table compares runs tested on different tasks, unpaired)."))

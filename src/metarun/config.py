@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import II, MISSING, DictConfig
@@ -65,6 +66,9 @@ class OuterConfig:
     decay_every: int = 0  # 0 = no step decay
     # Clip the combined meta-gradient elementwise to +-this (MAML's miniImageNet code and CAVIA's: 10); 0 = off.
     clip_value: float = 0.0
+    # Cosine annealing of lr over training down to lr_min (MAML++'s CA), on top of anneal/decay.
+    cosine: bool = False
+    lr_min: float = 0.0
 
 
 @dataclass
@@ -183,6 +187,28 @@ class MAMLAlgo:
     _target_: str = "metarun.algorithms.maml.MAML"
     name: str = "maml"
     sub_batches: int = SUB_BATCHES
+    # MAML++'s options (Antoniou et al. 2019), each off by default; algo=maml_pp turns them all on.
+    msl_epochs: int = 0  # MSL: anneal the multi-step loss's importance to the last step over this many epochs
+    lslr: bool = False  # LSLR: learned inner learning rates per parameter tensor and step
+    bnwb: bool = False  # BNWB: BatchNorm weights and biases per inner step
+    first_order_epochs: int = 0  # DA: first-order meta-gradients in the first this many epochs
+    epoch_iterations: int = 500  # iterations per epoch, the unit of msl_epochs and first_order_epochs
+
+
+@dataclass
+class MAMLPPAlgo(MAMLAlgo):
+    name: str = "maml_pp"
+    msl_epochs: int = 10
+    lslr: bool = True
+    bnwb: bool = True
+    first_order_epochs: int = 50
+
+
+@dataclass
+class MetaSGDAlgo:
+    _target_: str = "metarun.algorithms.meta_sgd.MetaSGD"
+    name: str = "meta_sgd"
+    sub_batches: int = SUB_BATCHES
 
 
 @dataclass
@@ -222,6 +248,12 @@ class ConvexMAMLAlgo:
 
 
 @dataclass
+class ANILAlgo:
+    _target_: str = "metarun.algorithms.anil.ANIL"
+    name: str = "anil"
+
+
+@dataclass
 class ConvexIMAMLAlgo:
     _target_: str = "metarun.algorithms.convex_imaml.ConvexIMAML"
     name: str = "convex_imaml"
@@ -233,15 +265,6 @@ class CAVIAAlgo:
     _target_: str = "metarun.algorithms.cavia.CAVIA"
     name: str = "cavia"
     context_size: int = 4
-
-
-@dataclass
-class WeightingConfig:
-    name: str = "uniform"
-    # Which per-task vectors the agreement compares: `updates` (theta - phi_i, the paper's
-    # choice), `meta_grads`, or `auto` (updates, except meta_grads for CAVIA, whose inner
-    # loop leaves theta where it is).
-    vectors: str = "auto"
 
 
 def register() -> None:
@@ -262,12 +285,26 @@ def register() -> None:
     cs.store(group="schemas/algo", name="convex_maml", node=ConvexMAMLAlgo)
     cs.store(group="schemas/algo", name="convex_imaml", node=ConvexIMAMLAlgo)
     cs.store(group="schemas/algo", name="cavia", node=CAVIAAlgo)
-    cs.store(group="schemas/weighting", name="weighting", node=WeightingConfig)
+    cs.store(group="schemas/algo", name="maml_pp", node=MAMLPPAlgo)
+    cs.store(group="schemas/algo", name="meta_sgd", node=MetaSGDAlgo)
+    cs.store(group="schemas/algo", name="anil", node=ANILAlgo)
 
 
-ALGORITHMS = ("maml", "fomaml", "reptile", "imaml", "convex_maml", "convex_imaml", "cavia")
-WEIGHTINGS = ("uniform", "agreement")
-AGREEMENT_VECTORS = ("auto", "updates", "meta_grads")
+def config_dir() -> str:
+    """conf/ shipped in the wheel, else the source tree's top-level conf/ (editable installs)."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    if packaged.is_dir():
+        return str(packaged)
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def options(group: str) -> tuple[str, ...]:
+    """The options of a config group: its YAML files, so that adding one is all it takes to offer it."""
+    return tuple(sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml")))
+
+
+ALGORITHMS = options("algo")
+WEIGHTINGS = options("weighting")
 EXEC_MODES = ("auto", "loop", "vmap")
 AUTOCAST = ("none", "bf16")
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
@@ -320,15 +357,6 @@ def check(cfg: DictConfig) -> None:
             "evaluation tasks. Set `eval.tasks=1000` (the papers use 600 or more)."
         )
     _check_exec(cfg)
-    if cfg.weighting.name not in WEIGHTINGS:
-        raise ConfigError(
-            f"`weighting.name={cfg.weighting.name}` is unknown. Valid values: {', '.join(WEIGHTINGS)} "
-            "(choose with `weighting=agreement`)."
-        )
-    if cfg.weighting.vectors not in AGREEMENT_VECTORS:
-        raise ConfigError(
-            f"`weighting.vectors={cfg.weighting.vectors}` is unknown. Valid values: {', '.join(AGREEMENT_VECTORS)}."
-        )
     _check_algo(cfg)
     _check_model(cfg)
     optimizer = cfg.algo.get("inner_optimizer")
@@ -378,9 +406,9 @@ def _check_sub_batches(cfg: DictConfig) -> None:
         return
     if "sub_batches" not in cfg.algo:
         raise ConfigError(
-            f"`inner.sub_batches={k}` splits the support set among the training inner steps of maml, fomaml and "
-            f"reptile (gradient agreement's Algorithm 1); algo={cfg.algo.name} does not use it. Set "
-            "`inner.sub_batches=1`, or choose one of those algorithms.")
+            f"`inner.sub_batches={k}` splits the support set among the training inner steps of maml, maml_pp, "
+            f"meta_sgd, fomaml and reptile (gradient agreement's Algorithm 1); algo={cfg.algo.name} does not use "
+            "it. Set `inner.sub_batches=1`, or choose one of those algorithms.")
     support = cfg.train.shots * (cfg.ways if "channels" in cfg.data else 1)
     if k > support:
         raise ConfigError(
@@ -463,14 +491,27 @@ def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 EXECUTION_ONLY = {"exec.mode", "exec.chunk", "exec.workers"}
 # Settings added since runs were first recorded, with the value that older runs had in effect.
 ADDED = {"exec.tf32": False, "exec.autocast": "none", "inner.sub_batches": 1, "outer.decay": 1.0,
-         "outer.decay_every": 0, "outer.clip_value": 0.0, "model.activation": "relu", "algo.inner_state": "fresh"}
+         "outer.decay_every": 0, "outer.clip_value": 0.0, "model.activation": "relu", "algo.inner_state": "fresh",
+         "outer.cosine": False, "outer.lr_min": 0.0, "algo.msl_epochs": 0, "algo.lslr": False, "algo.bnwb": False,
+         "algo.first_order_epochs": 0, "algo.epoch_iterations": 500}
+# Weightings became objects (`weighting._target_`, given by weighting.name); uniform weighting has no
+# `weighting.vectors` since, which older runs carried without using it.
+WEIGHTING_OBJECTS = {"weighting._target_"}
+
+
+def _dropped(saved: dict, config: dict) -> set[str]:
+    """Keys older runs carried that say nothing about what they computed."""
+    keys = {k for k in WEIGHTING_OBJECTS if lookup(saved, k) is None}
+    if lookup(saved, "weighting.name") == "uniform" and lookup(config, "weighting.vectors") is None:
+        keys.add("weighting.vectors")
+    return keys
 
 
 def continuing_differences(saved: dict, config: dict) -> list[str]:
     """The keys in which `config` differs from a stopped run's `saved` one in a way that forbids continuing it:
     execution-only settings may change, and a setting the old run predates counts as at its old value."""
     added = {k for k, old in ADDED.items() if lookup(saved, k) is None and lookup(config, k) == old}
-    return sorted(set(differences(saved, config)) - EXECUTION_ONLY - added)
+    return sorted(set(differences(saved, config)) - EXECUTION_ONLY - added - _dropped(saved, config))
 
 
 def lookup(config: dict, key: str) -> Any:

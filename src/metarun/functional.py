@@ -24,13 +24,18 @@ class Objective:
     def __init__(self, model: nn.Module, criterion: Criterion, transductive: bool = True) -> None:
         self.model = model
         self.criterion = criterion
+        self.names = frozenset(k for k, _ in model.named_parameters())
         self.head_names = tuple(k for k, _ in model.named_parameters() if k.startswith("head."))
+        norms = [(name, m) for name, m in model.named_modules()
+                 if isinstance(m, (nn.modules.batchnorm._NormBase, TaskBatchNorm))]
+        self.norm_names = tuple(f"{name}.{k}" for name, m in norms for k, _ in m.named_parameters())
         # Only BatchNorm makes one example's output depend on the rest of its batch.
-        self.has_batchnorm = any(isinstance(m, (nn.modules.batchnorm._NormBase, TaskBatchNorm))
-                                 for m in model.modules())
+        self.has_batchnorm = bool(norms)
         self.transductive = transductive or not self.has_batchnorm
 
     def predict(self, params: Params, x: Tensor, **kwargs: Tensor) -> Tensor:
+        if len(params) > len(self.names):  # an algorithm's own meta-parameters ride along: not the network's
+            params = {k: v for k, v in params.items() if k in self.names}
         return functional_call(self.model, params, (x,), kwargs)
 
     def predict_query(self, params: Params, sx: Tensor, qx: Tensor, **kwargs: Tensor) -> Tensor:

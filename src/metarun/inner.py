@@ -2,9 +2,9 @@
 
 Gradients come from `metarun.autodiff.grad` (torch.func's meaning, plain autograd outside its
 transforms), so the same code is differentiable when an outer gradient wraps it (MAML) and
-graph-free when nothing does (FOMAML, Reptile, evaluation). An objective is one function of the
+graph-free when nothing does (FOMAML, Reptile, evaluation). A loss is one function of the
 parameters, or a sequence of them (the support set's sub-batches): step i then descends
-objective i mod k.
+loss i mod k.
 """
 
 from __future__ import annotations
@@ -18,19 +18,21 @@ from torch import Tensor
 from metarun.autodiff import grad
 from metarun.functional import Params, step
 
-Objective = Callable[[Params], Tensor]
-Objectives = Objective | Sequence[Objective]
+# One function of the parameters to descend (a support loss), or a sequence of them taken in turn.
+Loss = Callable[[Params], Tensor]
+Losses = Loss | Sequence[Loss]
 
 
-def _at(objectives: Objectives, i: int) -> Objective:
-    if callable(objectives):
-        return objectives
-    return objectives[i % len(objectives)]
+def at(losses: Losses, i: int) -> Loss:
+    """The loss step i descends."""
+    if callable(losses):
+        return losses
+    return losses[i % len(losses)]
 
 
-def sgd(params: Params, objective: Objectives, steps: int, lr: float) -> Params:
+def sgd(params: Params, loss: Losses, steps: int, lr: float) -> Params:
     for i in range(steps):
-        params = step(params, grad(_at(objective, i))(params), lr)
+        params = step(params, grad(at(loss, i))(params), lr)
     return params
 
 
@@ -49,7 +51,7 @@ class AdamState(NamedTuple):
 
 def adam_steps(
     params: Params,
-    objective: Objectives,
+    loss: Losses,
     steps: int,
     lr: float,
     state: AdamState,
@@ -61,7 +63,7 @@ def adam_steps(
     m, v, t0 = state
     for i in range(steps):
         t = t0 + i + 1
-        g = grad(_at(objective, i))(params)
+        g = grad(at(loss, i))(params)
         m = {k: b1 * m[k] + (1 - b1) * g[k] for k in g}
         v = {k: b2 * v[k] + (1 - b2) * g[k] ** 2 for k in g}
         direction = {
@@ -73,17 +75,17 @@ def adam_steps(
 
 def adam(
     params: Params,
-    objective: Objectives,
+    loss: Losses,
     steps: int,
     lr: float,
     betas: tuple[float, float] = (0.0, 0.999),
     eps: float = 1e-8,
 ) -> Params:
     """Adam with fresh state per task; Reptile's paper uses beta1 = 0."""
-    return adam_steps(params, objective, steps, lr, AdamState.fresh(params), betas, eps)[0]
+    return adam_steps(params, loss, steps, lr, AdamState.fresh(params), betas, eps)[0]
 
 
-Minimizer = Callable[[Params, Objectives, int, float], Params]
+Minimizer = Callable[[Params, Losses, int, float], Params]
 
 
 def optimizer(name: str, adam_betas: Sequence[float] = (0.9, 0.999)) -> Minimizer:
@@ -92,5 +94,5 @@ def optimizer(name: str, adam_betas: Sequence[float] = (0.9, 0.999)) -> Minimize
         return sgd
     if name == "adam":
         betas = (float(adam_betas[0]), float(adam_betas[1]))
-        return lambda params, objective, steps, lr: adam(params, objective, steps, lr, betas)
+        return lambda params, loss, steps, lr: adam(params, loss, steps, lr, betas)
     raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {name!r}")

@@ -281,11 +281,11 @@ class SineFigure(NamedTuple):
 
 
 def _built(state: dict, trained: bool) -> Any:
-    """metarun.train.build on the CPU from the checkpoint's config; `trained` loads its parameters."""
+    """metarun.build.build on the CPU from the checkpoint's config; `trained` loads its parameters."""
     import torch
     from omegaconf import OmegaConf
 
-    from metarun.train import build
+    from metarun.build import build
 
     cfg = OmegaConf.create(state["config"])
     cfg.device = "cpu"  # a figure needs no GPU, and the run's GPU may not be here
@@ -293,7 +293,7 @@ def _built(state: dict, trained: bool) -> Any:
     with torch.random.fork_rng(devices=[]):
         parts = build(cfg)
     if trained:
-        parts.model.load_state_dict(state["params"])
+        parts.load(state)
     return cfg, parts
 
 
@@ -311,9 +311,7 @@ def _sine_task(cfg: Any, source: Any, task_seed: int) -> tuple[Any, Any, Callabl
 
 
 def _adapted(parts: Any, sx: Any, sy: Any, grid: Any, steps: int, lr: float) -> np.ndarray:
-    from metarun.functional import detached
-
-    prediction = parts.algo.predict(detached(parts.model), parts.objective, sx, sy, grid, steps, lr)
+    prediction = parts.algo.predict(parts.theta(), parts.objective, sx, sy, grid, steps, lr)
     return prediction.detach().reshape(-1).double().numpy()
 
 

@@ -151,18 +151,33 @@ def load_runs(dirs: Iterable[Path]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def settings_record(cfg: Any) -> dict[str, Any]:
+    """The results record's entries that come from the config alone: a finished run's and an unfinished job's."""
+    inherited = {"_target_", "in_channels", "image_size", "out_features", "in_features"}
+    return {
+        "ways": cfg.ways, "shots": cfg.shots, "queries": cfg.queries,
+        "train_shots": cfg.train.shots, "train_queries": cfg.train.queries,
+        "algo": cfg.algo.name, "weighting": cfg.weighting.name,
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        # The model's own settings, e.g. `filters=64 downsample=stride features=mean` (no interpolated sizes).
+        "model_settings": " ".join(f"{k}={v}" for k, v in cfg.model.items() if k not in inherited),
+        "seed": cfg.seed, "iterations": cfg.train.iterations,
+        "meta_batch": cfg.train.meta_batch, "inner_steps": cfg.inner.steps, "inner_lr": cfg.inner.lr,
+        "eval_steps": cfg.eval.steps, "eval_lr": cfg.eval.lr, "eval_seed": cfg.eval.seed,
+    }
+
+
 def unfinished(job: Path) -> dict:
     """What the table needs about a job that wrote no results, from the config Hydra saved for it."""
+    from hydra.utils import get_class
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
-    sine = cfg.data.name == "sine"
+    source = get_class(cfg.data._target_)  # its kind and metric are the class's (importing it imports torch)
     failure = json.loads((job / FAILED).read_text()) if (job / FAILED).is_file() else {}
     return {
-        "status": "failed" if failure else "missing", "error": failure.get("error"),
-        "data": cfg.data.name, "task_kind": "regression" if sine else "classification",
-        "metric": "mse" if sine else "accuracy", "ways": cfg.ways, "shots": cfg.shots,
-        "algo": cfg.algo.name, "weighting": cfg.weighting.name, "seed": cfg.seed,
+        "status": "failed" if failure else "missing", "error": failure.get("error"), **settings_record(cfg),
+        "data": cfg.data.name, "task_kind": source.kind, "metric": source.metric,
         "bn_mode": "transductive" if OmegaConf.select(cfg, "eval.transductive", default=True) else "support-statistics",
         "rotate_test": OmegaConf.select(cfg, "data.rotate_test"), "mean": math.nan, "ci95": math.nan,
     }

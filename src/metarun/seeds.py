@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from metarun import errors
+from metarun import messages
 from metarun.results import method_label, setting_label
 from metarun.settings import describe, differences, run_settings
 from metarun.stats import t_interval
@@ -52,7 +52,7 @@ def seed_table(runs: pd.DataFrame) -> pd.DataFrame:
 def check_only_seeds(method: str, setting: str, group: pd.DataFrame, settings: list[dict]) -> None:
     diffs = differences(settings, ignore={"seed"})
     if diffs:
-        raise SeedsError(errors.one_paragraph(
+        raise SeedsError(messages.one_paragraph(
             f"`--seeds` averages runs that differ only in `seed`, but the {len(group)} runs of {method} on {setting} "
             f"also differ in {describe(diffs)}. Averaging them would mix settings. Leave out --seeds for a row per "
             "run, or tabulate one setting at a time (pass only the folders of the runs that share it)."))
@@ -60,7 +60,7 @@ def check_only_seeds(method: str, setting: str, group: pd.DataFrame, settings: l
     repeated = finished["seed"][finished["seed"].duplicated()].unique().tolist()
     if repeated:
         folders = finished[finished["seed"] == repeated[0]]["run_dir"].tolist()
-        raise SeedsError(errors.one_paragraph(
+        raise SeedsError(messages.one_paragraph(
             f"`--seeds` needs one run per seed, but seed {repeated[0]} of {method} on {setting} has "
             f"{len(folders)} finished runs with the same settings ({', '.join(folders)}): they are repeats, not "
             "independent seeds. Pass only one of them."))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -33,11 +33,37 @@ def to_device(t: Tensor, device: torch.device) -> Tensor:
 
 
 class TaskSource(Protocol):
-    """`split` is train, val or test; regression ignores it and `ways` (tasks are drawn afresh)."""
+    """Where a run's tasks come from: every member the training loop, evaluation and the results use.
+
+    `split` is train, val or test; regression ignores it and `ways` (tasks are drawn afresh).
+    """
+
+    name: str  # what results.json and tables call the dataset
+    kind: str  # regression | classification
+    metric: str  # the test score's name: mse, accuracy
+    higher_is_better: bool
+
+    def setup(self, device: torch.device, ways: int, train: tuple[int, int], test: tuple[int, int],
+              validate: bool = True) -> None:
+        """Load (or prepare) the data on `device`, after checking that episodes of `ways` classes with
+        (shots, queries) `train` and `test` examples can be drawn from it."""
+        ...
 
     def sample(
         self, split: str, tasks: int, ways: int, shots: int, queries: int, generator: torch.Generator
     ) -> Episode: ...
+
+    def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """The training criterion, a mean over examples."""
+        ...
+
+    def score(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Per-task test scores [T] from predictions [T, Q, ...] and targets [T, Q, ...]."""
+        ...
+
+    def record(self) -> dict[str, Any]:
+        """What results.json says about the data beyond its name."""
+        ...
 
 
 def fixed_stream(

@@ -18,12 +18,10 @@ from typing import Any
 
 import torch
 import torch.multiprocessing as mp
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from metarun import precision
-from metarun.algorithms import TaskGrads, task_grads
-from metarun.functional import Objective, Params
+from metarun.algorithms import TaskGrads
+from metarun.functional import Params
 from metarun.tasks import Episode
 
 _parts: dict[str, Any] = {}  # per worker process: what _init built from the run's config
@@ -41,20 +39,21 @@ class WorkerDied(RuntimeError):
 class TaskPool:
     """`workers` processes that compute TaskGrads for shares of each meta-batch (CPU only)."""
 
-    def __init__(self, config: dict, workers: int) -> None:
+    def __init__(self, config: dict, workers: int, need_loss: bool = False) -> None:
         threads = max(1, cores() // workers)
         # spawn, not fork: a child forked after torch has started its thread pools can hang.
         self.pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_init,
-                                        initargs=(config, threads))
+                                        initargs=(config, threads, need_loss))
         self.workers = workers
 
-    def __call__(self, theta: Params, episode: Episode, diagnose: bool) -> TaskGrads:
+    def __call__(self, theta: Params, episode: Episode, diagnose: bool, iteration: int) -> TaskGrads:
         n = len(episode)
         bounds = [n * i // self.workers for i in range(self.workers + 1)]
         shares = [type(episode)(*(t[a:b] for t in episode)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
                   if b > a]
         try:
-            parts = list(self.pool.map(_share, [theta] * len(shares), shares, [diagnose] * len(shares)))
+            parts = list(self.pool.map(_share, [theta] * len(shares), shares, [diagnose] * len(shares),
+                                       [iteration] * len(shares)))
         except BrokenProcessPool:
             # Unlike multiprocessing.Pool, which waits forever for a task whose worker died.
             raise WorkerDied(
@@ -81,26 +80,21 @@ class TaskPool:
         self.close()
 
 
-def _init(config: dict, threads: int) -> None:
+def _init(config: dict, threads: int, need_loss: bool) -> None:
     _die_with_parent()
     # The training process handles stop requests and checkpoints; workers just stop when it does.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_IGN)
     torch.set_num_threads(threads)
-    cfg = OmegaConf.create(config)
-    model = instantiate(cfg.model)
-    source = instantiate(cfg.data)  # the constructor only records settings; no data is loaded
-    _parts.update(
-        algo=instantiate(cfg.algo, steps=cfg.inner.steps, lr=cfg.inner.lr),
-        objective=Objective(model, source.loss, cfg.eval.transductive),
-        mode=cfg.exec.mode, chunk=cfg.exec.chunk, autocast=cfg.exec.autocast,  # chunk: a number (train.py)
-    )
+    from metarun.build import build  # the run's own parts, without its data: the episodes come with each share
+
+    _parts.update(parts=build(OmegaConf.create(config), data=False), need_loss=need_loss)
 
 
-def _share(theta: Params, episode: Episode, diagnose: bool) -> TaskGrads:
-    p = _parts
-    with precision.autocast(p["autocast"], torch.device("cpu")):
-        return task_grads(p["algo"], theta, p["objective"], episode, p["mode"], p["chunk"], diagnose)
+def _share(theta: Params, episode: Episode, diagnose: bool, iteration: int) -> TaskGrads:
+    parts = _parts["parts"]
+    parts.algo.progress(iteration)
+    return parts.executor.task_grads(parts.algo, theta, parts.objective, episode, diagnose, _parts["need_loss"])
 
 
 def _die_with_parent() -> None:

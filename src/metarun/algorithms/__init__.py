@@ -1,5 +1,5 @@
 """One file per algorithm; each yields DESIGN.md's per-task `TaskGrads`."""
 
-from metarun.algorithms.base import Algorithm, TaskGrads, task_grads
+from metarun.algorithms.base import Algorithm, TaskGrads
 
-__all__ = ["Algorithm", "TaskGrads", "task_grads"]
+__all__ = ["Algorithm", "TaskGrads"]

@@ -1,31 +1,46 @@
-"""The per-task contract every algorithm meets, and the executor that runs it over a batch."""
+"""The per-task contract every algorithm meets (DESIGN.md's TaskGrads)."""
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import torch
 from torch import Tensor
-from torch.func import vmap
 
 from metarun import inner
-from metarun.functional import Objective, Params, subtract
-from metarun.tasks import Episode
+from metarun.functional import Objective, Params
+
+# Names of the meta-parameters an algorithm owns (Meta-SGD's learning rates) start with this, so that they
+# never collide with the network's (`body.convs.0.weight`, `head.bias`).
+META = "algo."
 
 
 class TaskGrads(NamedTuple):
     """Per-task quantities, each leaf with a leading task dimension T."""
 
-    meta_grads: Params  # d L_query(adapted_i) / d theta (Reptile: theta - phi_i)
-    updates: Params  # g_i = theta - phi_i, the inner-loop displacement
+    meta_grads: Params  # d L_query(adapted_i) / d theta (Reptile: theta - phi_i), every meta-parameter's
+    updates: Params  # g_i = theta - phi_i, the inner-loop displacement of the network's parameters
     metrics: dict[str, Tensor]  # [T] each: query loss after adaptation (and before, when diagnosed)
 
 
 TaskOutput = tuple[Params, Params, dict[str, Tensor]]
 
 
+def network(theta: Params) -> Params:
+    """The network's parameters of theta, without the algorithm's own meta-parameters."""
+    return {k: v for k, v in theta.items() if not k.startswith(META)}
+
+
+def displacement(theta: Params, phi: Params) -> Params:
+    """theta - phi over the parameters phi adapts."""
+    return {k: theta[k] - phi[k] for k in phi}
+
+
 class Algorithm:
-    """Holds the inner-loop settings; subclasses define `task` for one task."""
+    """Holds the inner-loop settings; subclasses define `task` for one task.
+
+    theta, as every method takes it, is the meta-parameters: the network's parameters and, with names
+    starting `algo.`, those the algorithm declares in `meta_parameters` (the objective ignores the latter).
+    """
 
     # False where the inner loop adapts something other than theta (CAVIA's context), so
     # the displacements theta - phi_i are all zero and cannot weigh tasks.
@@ -41,8 +56,20 @@ class Algorithm:
         self.steps = steps
         self.lr = lr
         self.sub_batches = sub_batches
+        self.iteration = 0
 
-    def support_objectives(self, loss: Objective, x: Tensor, y: Tensor) -> list[inner.Objective]:
+    def meta_parameters(self, theta: Params, objective: Objective) -> Params:
+        """Initial values of the algorithm's own meta-parameters (names starting `algo.`), created from the
+        network's parameters theta on their device; the outer optimiser steps them with the network's, and
+        the checkpoint keeps them. None by default."""
+        return {}
+
+    def progress(self, iteration: int) -> None:
+        """Called by the training loop before each meta-step: for settings that change over training
+        (MAML++'s annealed multi-step loss and derivative order)."""
+        self.iteration = iteration
+
+    def support_objectives(self, objective: Objective, x: Tensor, y: Tensor) -> list[inner.Loss]:
         """The training inner loop's objectives: the whole support set, or its `sub_batches` sub-batches
         (Eshratifar et al. 2018, Algorithm 1, line 5: step i descends sub-batch i mod k).
 
@@ -51,10 +78,10 @@ class Algorithm:
         """
         k = self.sub_batches
         if k == 1:
-            return [lambda p: loss(p, x, y)]
+            return [lambda p: objective(p, x, y)]
         if k > x.shape[0]:
             raise ValueError(f"cannot split a support set of {x.shape[0]} examples into {k} sub-batches")
-        return [lambda p, i=i: loss(p, x[i::k], y[i::k]) for i in range(k)]
+        return [lambda p, i=i: objective(p, x[i::k], y[i::k]) for i in range(k)]
 
     def state_dict(self) -> dict[str, Any]:
         """State the algorithm carries from task to task and must be checkpointed (none by default)."""
@@ -63,66 +90,45 @@ class Algorithm:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned (on resuming a run)."""
 
-    def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
+    def adapt(self, theta: Params, objective: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
         """Test-time adaptation: the inner loop from theta on (x, y), with no outer graph."""
-        return inner.sgd(theta, lambda p: loss(p, x, y), steps, lr)
+        return inner.sgd(network(theta), lambda p: objective(p, x, y), steps, lr)
 
     def predict(
-        self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, steps: int, lr: float
+        self, theta: Params, objective: Objective, sx: Tensor, sy: Tensor, qx: Tensor, steps: int, lr: float
     ) -> Tensor:
         """Predictions on the query inputs after test-time adaptation on the support set."""
-        return loss.predict_query(self.adapt(theta, loss, sx, sy, steps, lr), sx, qx)
+        return objective.predict_query(self.adapt(theta, objective, sx, sy, steps, lr), sx, qx)
 
-    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+    def task(self, theta: Params, objective: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         """Meta-gradient, update and metrics for one task. Metrics hold only what the meta-gradient
         computes anyway (e.g. `loss_after`); `diagnostics` adds the rest on iterations that log."""
         raise NotImplementedError
 
-    def loss_before(self, theta: Params, loss: Objective, qx: Tensor, qy: Tensor) -> Tensor:
+    def loss_before(self, theta: Params, objective: Objective, qx: Tensor, qy: Tensor) -> Tensor:
         """Query loss of theta itself, before any adaptation."""
-        return loss(theta, qx, qy)
+        return objective(theta, qx, qy)
 
-    def diagnostics(self, theta: Params, loss: Objective, qx: Tensor, qy: Tensor, output: TaskOutput) -> TaskOutput:
+    def loss_after(self, theta: Params, objective: Objective, qx: Tensor, qy: Tensor, update: Params) -> Tensor:
+        """Query loss of the adapted parameters theta - update (for algorithms whose meta-gradient needs none)."""
+        return objective({**theta, **{k: theta[k] - update[k] for k in update}}, qx, qy)
+
+    def with_loss_after(
+        self, theta: Params, objective: Objective, qx: Tensor, qy: Tensor, output: TaskOutput
+    ) -> TaskOutput:
+        """`output` with the query loss after adaptation, if it lacks it."""
+        meta_grad, update, metrics = output
+        if "loss_after" in metrics:
+            return output
+        return meta_grad, update, {"loss_after": self.loss_after(theta, objective, qx, qy, update), **metrics}
+
+    def diagnostics(
+        self, theta: Params, objective: Objective, qx: Tensor, qy: Tensor, output: TaskOutput
+    ) -> TaskOutput:
         """`output` with the query losses before and after adaptation, whichever it lacks.
 
         These are extra query passes the meta-gradient does not need (a third of MAML's cost
         per task on Omniglot), so the training loop asks for them only when it logs.
         """
-        meta_grad, update, metrics = output
-        extra = {"loss_before": self.loss_before(theta, loss, qx, qy)}
-        if "loss_after" not in metrics:
-            extra["loss_after"] = loss(subtract(theta, update), qx, qy)
-        return meta_grad, update, {**extra, **metrics}
-
-
-def task_grads(
-    algo: Algorithm,
-    theta: Params,
-    loss: Objective,
-    episode: Episode,
-    mode: str = "loop",
-    chunk: int = 0,
-    diagnose: bool = True,
-) -> TaskGrads:
-    """Run `algo.task` on every task of the episode, in a Python loop or vectorised.
-
-    `diagnose` adds the query losses before and after adaptation to every task's metrics.
-    """
-
-    def one(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
-        output = algo.task(theta, loss, sx, sy, qx, qy)
-        return algo.diagnostics(theta, loss, qx, qy, output) if diagnose else output
-
-    if mode == "vmap":
-        if algo.sequential:
-            raise ValueError(f"{algo.name} carries state from task to task; its tasks run in a loop, not vmap")
-        out = vmap(one, chunk_size=chunk or None)(*episode)
-        return TaskGrads(*out)
-    if mode != "loop":
-        raise ValueError(f"exec mode must be 'loop' or 'vmap', got {mode!r}")
-    outs = [one(*(t[i] for t in episode)) for i in range(len(episode))]
-    return TaskGrads(*(_stack([o[j] for o in outs]) for j in range(3)))
-
-
-def _stack(trees: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    return {k: torch.stack([t[k] for t in trees]) for k in trees[0]}
+        meta_grad, update, metrics = self.with_loss_after(theta, objective, qx, qy, output)
+        return meta_grad, update, {"loss_before": self.loss_before(theta, objective, qx, qy), **metrics}

@@ -25,27 +25,27 @@ class CAVIA(Algorithm):
             raise ValueError(f"CAVIA needs context_size >= 1, got {context_size}")
         self.context_size = context_size
 
-    def context(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Tensor:
+    def context(self, theta: Params, objective: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Tensor:
         like = next(iter(theta.values()))
         start = {"context": torch.zeros(self.context_size, dtype=like.dtype, device=like.device)}
-        return inner.sgd(start, lambda c: loss(theta, x, y, context=c["context"]), steps, lr)["context"]
+        return inner.sgd(start, lambda c: objective(theta, x, y, context=c["context"]), steps, lr)["context"]
 
-    def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
+    def adapt(self, theta: Params, objective: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
         raise NotImplementedError("CAVIA adapts a context vector, not the parameters; use predict()")
 
     def predict(
-        self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, steps: int, lr: float
+        self, theta: Params, objective: Objective, sx: Tensor, sy: Tensor, qx: Tensor, steps: int, lr: float
     ) -> Tensor:
-        return loss.predict_query(theta, sx, qx, context=self.context(theta, loss, sx, sy, steps, lr))
+        return objective.predict_query(theta, sx, qx, context=self.context(theta, objective, sx, sy, steps, lr))
 
-    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+    def task(self, theta: Params, objective: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         def query_after_adaptation(p: Params) -> tuple[Tensor, Tensor]:
-            after = loss(p, qx, qy, context=self.context(p, loss, sx, sy, self.steps, self.lr))
+            after = objective(p, qx, qy, context=self.context(p, objective, sx, sy, self.steps, self.lr))
             return after, after
 
         meta_grad, after = grad(query_after_adaptation, has_aux=True)(theta)
         return meta_grad, zeros_like(theta), {"loss_after": after}
 
-    def loss_before(self, theta: Params, loss: Objective, qx: Tensor, qy: Tensor) -> Tensor:
+    def loss_before(self, theta: Params, objective: Objective, qx: Tensor, qy: Tensor) -> Tensor:
         like = next(iter(theta.values()))
-        return loss(theta, qx, qy, context=torch.zeros(self.context_size, dtype=like.dtype, device=like.device))
+        return objective(theta, qx, qy, context=torch.zeros(self.context_size, dtype=like.dtype, device=like.device))

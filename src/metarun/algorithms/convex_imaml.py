@@ -55,41 +55,41 @@ class ConvexIMAML(Algorithm):
             raise ValueError(f"Convex iMAML needs lam > 0, got {lam}")
         self.lam = lam
 
-    def hessian(self, loss: Objective, matrix: Tensor, a: Tensor, y: Tensor) -> Tensor:
+    def hessian(self, objective: Objective, matrix: Tensor, a: Tensor, y: Tensor) -> Tensor:
         """Exact Hessian of the mean loss of the linear head a @ matrix.T in vec(matrix) (row-major)."""
         n = a.shape[0]
-        per_example = vmap(hessian(lambda z, t: loss.criterion(z[None], t[None])))(a @ matrix.T, y) / n
+        per_example = vmap(hessian(lambda z, t: objective.criterion(z[None], t[None])))(a @ matrix.T, y) / n
         h = torch.einsum("nop,nj,nk->ojpk", per_example, a, a)
         return h.reshape(matrix.numel(), matrix.numel())
 
-    def solve_head(self, head0: Params, loss: Objective, features: Tensor, y: Tensor, steps: int) -> Params:
+    def solve_head(self, head0: Params, objective: Objective, features: Tensor, y: Tensor, steps: int) -> Params:
         """Newton's method on the proximal head problem from head0 (a fixed count: vmap-friendly)."""
         start, a = _matrix(head0), _augment(features)
         eye = torch.eye(start.numel(), dtype=start.dtype, device=start.device)
         m = start
         for _ in range(steps):
-            g = grad(lambda t: loss.criterion(a @ t.T, y))(m) + self.lam * (m - start)
-            h = self.hessian(loss, m, a, y) + self.lam * eye
+            g = grad(lambda t: objective.criterion(a @ t.T, y))(m) + self.lam * (m - start)
+            h = self.hessian(objective, m, a, y) + self.lam * eye
             m = m - solve(h, g.reshape(-1)).reshape(m.shape)
         return _params(m)
 
-    def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
-        _, head = loss.split(theta)
-        return {**theta, **self.solve_head(head, loss, loss.features(theta, x), y, steps)}
+    def adapt(self, theta: Params, objective: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
+        _, head = objective.split(theta)
+        return {**theta, **self.solve_head(head, objective, objective.features(theta, x), y, steps)}
 
-    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
-        body, head = loss.split(theta)
-        support = loss.features(body, sx)  # computed once for the solve and the Hessian
-        phi = _matrix(self.solve_head(head, loss, support, sy, self.steps))
+    def task(self, theta: Params, objective: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+        body, head = objective.split(theta)
+        support = objective.features(body, sx)  # computed once for the solve and the Hessian
+        phi = _matrix(self.solve_head(head, objective, support, sy, self.steps))
 
         def support_loss(m: Tensor, b: Params) -> Tensor:
-            return loss.criterion(_augment(loss.features(b, sx)) @ m.T, sy)
+            return objective.criterion(_augment(objective.features(b, sx)) @ m.T, sy)
 
         def query_loss(m: Tensor, b: Params) -> Tensor:
-            return loss.criterion(_augment(loss.features(b, qx)) @ m.T, qy)
+            return objective.criterion(_augment(objective.features(b, qx)) @ m.T, qy)
 
         (query_head, query_body), after = grad_and_value(query_loss, argnums=(0, 1))(phi, body)
-        h = self.hessian(loss, phi, _augment(support), sy)
+        h = self.hessian(objective, phi, _augment(support), sy)
         eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
         v = solve(h + self.lam * eye, query_head.reshape(-1)).reshape(phi.shape)
         # Mixed term: v^T d/d body of grad_Theta L_support, as one vector-Jacobian product.

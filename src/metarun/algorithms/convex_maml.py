@@ -17,17 +17,17 @@ from metarun.functional import Objective, Params, subtract
 
 
 class ConvexMAML(Algorithm):
-    def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
-        _, head = loss.split(theta)
-        features = loss.features(theta, x)
-        return {**theta, **inner.sgd(head, lambda h: loss.head_loss(h, features, y), steps, lr)}
+    def adapt(self, theta: Params, objective: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
+        _, head = objective.split(theta)
+        features = objective.features(theta, x)
+        return {**theta, **inner.sgd(head, lambda h: objective.head_loss(h, features, y), steps, lr)}
 
-    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+    def task(self, theta: Params, objective: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
         def query_after_adaptation(p: Params) -> tuple[Tensor, tuple[Tensor, Params]]:
-            _, head = loss.split(p)
-            support = loss.features(p, sx)
-            adapted = inner.sgd(head, lambda h: loss.head_loss(h, support, sy), self.steps, self.lr)
-            after = loss.head_loss(adapted, loss.features(p, qx), qy)
+            _, head = objective.split(p)
+            support = objective.features(p, sx)
+            adapted = inner.sgd(head, lambda h: objective.head_loss(h, support, sy), self.steps, self.lr)
+            after = objective.head_loss(adapted, objective.features(p, qx), qy)
             return after, (after, adapted)
 
         meta_grad, (after, adapted) = grad(query_after_adaptation, has_aux=True)(theta)

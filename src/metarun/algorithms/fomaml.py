@@ -11,7 +11,7 @@ from metarun.functional import Objective, Params, subtract
 
 
 class FOMAML(Algorithm):
-    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
-        phi = inner.sgd(theta, self.support_objectives(loss, sx, sy), self.steps, self.lr)
-        meta_grad, after = grad_and_value(lambda p: loss(p, qx, qy))(phi)
+    def task(self, theta: Params, objective: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+        phi = inner.sgd(theta, self.support_objectives(objective, sx, sy), self.steps, self.lr)
+        meta_grad, after = grad_and_value(lambda p: objective(p, qx, qy))(phi)
         return meta_grad, subtract(theta, phi), {"loss_after": after}

@@ -38,16 +38,16 @@ class IMAML(Algorithm):
         self.lam, self.cg_steps, self.cg_damping = lam, cg_steps, cg_damping
         self.minimize = inner.optimizer(inner_optimizer, adam_betas)
 
-    def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
+    def adapt(self, theta: Params, objective: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
         def proximal(p: Params) -> Tensor:
             d = subtract(p, theta)
-            return loss(p, x, y) + 0.5 * self.lam * dot(d, d)
+            return objective(p, x, y) + 0.5 * self.lam * dot(d, d)
 
         return self.minimize(theta, proximal, steps, lr)
 
-    def meta_gradient(self, phi: Params, loss: Objective, sx: Tensor, sy: Tensor, query_grad: Params) -> Params:
+    def meta_gradient(self, phi: Params, objective: Objective, sx: Tensor, sy: Tensor, query_grad: Params) -> Params:
         """Solve ((1 + damping) I + H / lambda) v = grad L_query(phi) by CG."""
-        support_grad = grad(lambda p: loss(p, sx, sy))
+        support_grad = grad(lambda p: objective(p, sx, sy))
 
         def matvec(v: Params) -> Params:
             hv = grad(lambda p: dot(support_grad(p), v))(phi)  # H v by reverse-over-reverse
@@ -55,8 +55,8 @@ class IMAML(Algorithm):
 
         return solvers.conjugate_gradient(matvec, query_grad, self.cg_steps)
 
-    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
-        phi = self.adapt(theta, loss, sx, sy, self.steps, self.lr)
-        query_grad, after = grad_and_value(lambda p: loss(p, qx, qy))(phi)
-        meta_grad = self.meta_gradient(phi, loss, sx, sy, query_grad)
+    def task(self, theta: Params, objective: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+        phi = self.adapt(theta, objective, sx, sy, self.steps, self.lr)
+        query_grad, after = grad_and_value(lambda p: objective(p, qx, qy))(phi)
+        meta_grad = self.meta_gradient(phi, objective, sx, sy, query_grad)
         return meta_grad, subtract(theta, phi), {"loss_after": after}

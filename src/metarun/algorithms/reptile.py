@@ -52,14 +52,14 @@ class Reptile(Algorithm):
         m, v, t = self.carried
         return inner.AdamState({k: x.to(device) for k, x in m.items()}, {k: x.to(device) for k, x in v.items()}, t)
 
-    def adapt(self, theta: Params, loss: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
+    def adapt(self, theta: Params, objective: Objective, x: Tensor, y: Tensor, steps: int, lr: float) -> Params:
         """Test-time adaptation; with a carried state it starts from the training state and leaves it as it was."""
         if not self.sequential:
-            return self.minimize(theta, lambda p: loss(p, x, y), steps, lr)
-        return inner.adam_steps(theta, lambda p: loss(p, x, y), steps, lr, self._start(theta), self.betas)[0]
+            return self.minimize(theta, lambda p: objective(p, x, y), steps, lr)
+        return inner.adam_steps(theta, lambda p: objective(p, x, y), steps, lr, self._start(theta), self.betas)[0]
 
-    def task(self, theta: Params, loss: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
-        objectives = self.support_objectives(loss, sx, sy)
+    def task(self, theta: Params, objective: Objective, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> TaskOutput:
+        objectives = self.support_objectives(objective, sx, sy)
         if self.sequential:
             phi, self.carried = inner.adam_steps(theta, objectives, self.steps, self.lr, self._start(theta),
                                                  self.betas)

@@ -1,5 +1,11 @@
 """How a failure is told: one paragraph that names the setting or file and says what to do.
 
+The rule for error types: each lives in the module whose failure it names (ConfigError in config,
+DataError in data.cache, WeightingError in weighting, Diverged in train, ...). A setting the user must
+change is a ConfigError or a subclass of it (exit 2); a run that failed on the way is a RuntimeError
+(exit 1). This module holds no error types, only the wording shared by them and by metarun's own
+reports of Hydra's and the operating system's errors.
+
 Hydra's own reports of a bad command line are several paragraphs, and for a misspelt key they
 suggest `+key=value`, which the schema would refuse too; an OSError names neither the run folder
 nor the fix. The functions here turn both into metarun's style. No torch here: these run before
