@@ -17,6 +17,10 @@ numbers from different machines are never mixed:
     python scripts/bench.py --setting miniimagenet --synthetic # 84x84 random images, Conv4-32, meta-batch 4
     python scripts/bench.py --variants maml:5,imaml:100 --modes loop,vmap -- exec.chunk=4
     python scripts/bench.py --variants maml:5,maml_pp:5,maml_pp:5:algo.first_order_epochs=0 --no-l2l
+    python scripts/bench.py --variants maml:1,maml:5,fomaml:5 --modes loop,loop+2r   # + 2 torch.distributed ranks
+
+A mode `MODE+Nr` runs the variant as N gloo ranks under torchrun (one run's meta-batch shared among them,
+the product's own torch.distributed path); its memory figures are summed over the ranks.
 
 On a GPU the settings are the run's: `exec.chunk=auto` (the chunk it settles on is in `exec_chunk`),
 IEEE float32 unless `-- exec.tf32=true` (for learn2learn's rows too), `-- exec.autocast=bf16` opt-in.
@@ -53,30 +57,19 @@ SETTINGS = {
 SYNTHETIC = ["data._target_=random_images.SyntheticImages"]  # scripts/random_images.py: random images, the same shapes
 
 
-def processes() -> list[str]:
-    """This process and its worker processes (exec.workers), as /proc entries."""
-    import multiprocessing
-
-    return ["self", *(str(p.pid) for p in multiprocessing.active_children())]
-
-
 def memory_mb(field: str) -> float:
     """VmRSS (resident now) or VmHWM (peak resident since the last reset), summed over processes(), in MB.
 
     The sum counts pages the processes share (torch's libraries) once per process: an upper bound.
     """
-    total = 0
-    for pid in processes():
-        with open(f"/proc/{pid}/status") as f:
-            total += int(next(line.split()[1] for line in f if line.startswith(field + ":")))
-    return total / 1024
+    with open("/proc/self/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith(field + ":"))) / 1024
 
 
 def reset_peak() -> None:
     """Start VmHWM afresh from the current RSS (Linux), so the peak is the timed steps' own."""
-    for pid in processes():
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def compose(variant: str, meta_batch: int, overrides: list[str]):
@@ -153,6 +146,11 @@ def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
     else:
         step = steps[kind](cfg, parts, args)
         row = measure(step, sample, device, args.repeats, args.warmup)
+    if parts.world.size > 1:  # memory summed over the ranks (an upper bound, as for any sum of RSS)
+        for key in ("peak_mb", "work_mb"):
+            row[key] = round(parts.world.sum(torch.tensor(row[key], dtype=torch.float64)).item(), 1)
+        if not parts.world.main:
+            return None
     algo, steps, *_ = variant.split(":")
     return {"variant": variant, "kind": kind, "algo": algo, "inner_steps": int(steps), "meta_batch": meta_batch,
             "data": cfg.data.name, "model": cfg.model._target_.rsplit(".", 1)[-1],
@@ -193,24 +191,19 @@ def interleaved(ours, theirs, sample, device, args: argparse.Namespace) -> dict:
 
 
 def exec_label(cfg, parts) -> str:
-    return parts.executor.train_mode + (f"+{cfg.exec.workers}w" if cfg.exec.workers else "")
+    return parts.executor.train_mode + (f"+{parts.world.size}r" if parts.world.size > 1 else "")
 
 
 def metarun_step(cfg, parts, args):
     """One training step's computation: the training loop's own meta-step (its executor, weighting and
-    combination), up to its one host sync (the finiteness check); not the optimiser step."""
-    import contextlib
-
+    combination, across the ranks under torchrun), up to its one host sync (the finiteness check); not the
+    optimiser step."""
     from metarun.train import meta_step
 
-    stack = contextlib.ExitStack()  # the worker pool, if any, lives as long as the child
-    run_tasks = stack.enter_context(parts.executor.started(parts.algo, parts.objective, parts.weighting.needs_loss))
-
     def step(episode):
-        if not meta_step(parts, parts.theta(), episode, args.diagnose, 1, run_tasks).finite:
+        if not meta_step(parts, parts.theta(), episode, args.diagnose, 1).finite:
             raise SystemExit("the combined meta-gradient is not finite")
 
-    step.resources = stack  # unreferenced, the stack would close the pool
     step.chunking = parts.executor.train_chunks
     return step
 
@@ -274,8 +267,10 @@ def floor_task_step(cfg, parts, args):
 
 
 def run_child(kind: str, variant: str, args: argparse.Namespace, overrides: list[str],
-              timeout: float | None = None) -> dict:
-    cmd = [sys.executable, __file__, "--child", f"{kind}/{variant}", "--meta-batch", str(args.meta_batch),
+              timeout: float | None = None, ranks: int = 1) -> dict:
+    launch = [sys.executable] if ranks == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    cmd = [*launch, __file__, "--child", f"{kind}/{variant}", "--meta-batch", str(args.meta_batch),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), *(["--diagnose"] * args.diagnose),
            "--", *overrides]
     try:
@@ -287,10 +282,13 @@ def run_child(kind: str, variant: str, args: argparse.Namespace, overrides: list
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def mode_overrides(mode: str) -> list[str]:
-    """`loop` or `vmap`, optionally with `+Nw` for N worker processes (e.g. `loop+2w`)."""
-    name, _, workers = mode.partition("+")
-    return [f"exec.mode={name}", *([f"exec.workers={workers.rstrip('w')}"] if workers else [])]
+def parse_mode(mode: str) -> tuple[list[str], int]:
+    """`loop` or `vmap`, optionally with `+Nr` for N torch.distributed ranks (e.g. `loop+2r`): the overrides
+    and the number of ranks."""
+    name, _, ranks = mode.partition("+")
+    if ranks and not (ranks.endswith("r") and ranks[:-1].isdigit()):
+        raise SystemExit(f"--modes: {mode!r} is not MODE or MODE+Nr (e.g. loop+2r)")
+    return [f"exec.mode={name}"], int(ranks[:-1]) if ranks else 1
 
 
 def data_overrides(setting: str, synthetic: bool = False) -> list[str]:
@@ -355,7 +353,8 @@ def main() -> None:
     parser.add_argument("--variants", help="comma-separated algo:inner_steps[:key=value...], the key=value "
                         "overrides for that variant only (default: the setting's)")
     parser.add_argument("--modes", default="loop,vmap",
-                        help="execution modes: exec.mode values, each optionally +Nw for N workers (e.g. loop+2w)")
+                        help="execution modes: exec.mode values, each optionally +Nr for N torch.distributed ranks "
+                             "(e.g. loop+2r)")
     parser.add_argument("--diagnose", action="store_true",
                         help="time logging iterations (with the query losses before/after adaptation)")
     parser.add_argument("--baseline", help="the variant speed_vs_baseline is taken against (default: the first)")
@@ -376,7 +375,9 @@ def main() -> None:
     args.meta_batch = args.meta_batch or setting["meta_batch"]
     if args.child:
         kind, variant = args.child.split("/")
-        print(json.dumps(child(kind, variant, args)))
+        row = child(kind, variant, args)
+        if row is not None:  # rank 0's, under torchrun
+            print(json.dumps(row), flush=True)
         return
 
     variants = (args.variants or setting["variants"]).split(",")
@@ -384,14 +385,16 @@ def main() -> None:
     rows = []
     if args.interleaved:
         for mode in args.modes.split(","):
-            rows += [run_child("interleaved", v, args, [*base_overrides, *mode_overrides(mode)]) for v in variants
+            overrides, ranks = parse_mode(mode)
+            rows += [run_child("interleaved", v, args, [*base_overrides, *overrides], ranks=ranks) for v in variants
                      if v.split(":")[0] in ("maml", "fomaml")]
         for r in rows:
             print(json.dumps(r), flush=True)
         print_table(rows)
         return
     for mode in args.modes.split(","):
-        rows += [run_child("metarun", v, args, [*base_overrides, *mode_overrides(mode)]) for v in variants]
+        overrides, ranks = parse_mode(mode)
+        rows += [run_child("metarun", v, args, [*base_overrides, *overrides], ranks=ranks) for v in variants]
     if not args.no_l2l:
         try:
             import learn2learn  # noqa: F401

@@ -8,7 +8,7 @@ and reported as over, with what it had measured:
 
 - environment: torch, CUDA, the GPU, learn2learn.
 - cuda-tests: `python -m pytest -m cuda tests/test_cuda.py` (3-iteration runs of every algorithm and
-  weighting on sine and Omniglot, vmap = loop in float64, resuming, workers refused).
+  weighting on sine and Omniglot, vmap = loop in float64, resuming).
 - bench-omniglot, bench-miniimagenet: scripts/bench.py's rows for maml:1, maml:5, fomaml:5, reptile:5 and
   imaml:5 in vmap and loop modes, and learn2learn's MAML and FOMAML where it is installed, each in a fresh
   process: Omniglot-shaped 5-way 1-shot (15 queries), Conv4-64 max-pool, meta-batch 32; miniImageNet-shaped

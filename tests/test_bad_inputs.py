@@ -88,8 +88,8 @@ CONFIG = [
     pytest.param(CARRY + ["exec.mode=vmap"], ["`algo.inner_state=carry` makes each task's inner loop start from the "
                                               "Adam state the previous task left", "`exec.mode=vmap` runs them side "
                                               "by side", "Use `exec.mode=loop` (or `auto`)"], id="carry-with-vmap"),
-    pytest.param(CARRY + ["exec.workers=2"], ["`exec.workers=2` runs them side by side", "with `exec.workers=0`"],
-                 id="carry-with-workers"),
+    pytest.param(["exec.workers=2"], ["`exec.workers=2` is retired", "`torchrun --nproc_per_node=2 -m metarun"],
+                 id="retired-workers"),
     pytest.param(["algo=reptile", "algo.inner_state=carry"], ["`algo.inner_optimizer=sgd` has none",
                                                               "Set `algo.inner_optimizer=adam`"], id="carry-with-sgd"),
     pytest.param(["algo=reptile", "algo.inner_state=keep"], ["`algo.inner_state=keep` is unknown. Valid values: "

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 
 from metarun import precision
 from metarun.cli import config_dir
-from metarun.config import ALGORITHMS, WEIGHTINGS, ConfigError, register
+from metarun.config import ALGORITHMS, WEIGHTINGS, register
 from metarun.execution import task_grads
 from metarun.signals import Interrupted
 from metarun.train import run
@@ -114,10 +114,3 @@ def test_resume_on_cuda_gives_the_uninterrupted_results(tmp_path, monkeypatch):
     assert resumed["resumed_from"] == 3
     assert {k: v for k, v in whole.items() if k not in TIMINGS} == \
         {k: v for k, v in resumed.items() if k not in TIMINGS}
-
-
-@pytest.mark.skipif(DEVICE != "cuda", reason="workers are refused on a GPU only")
-def test_workers_are_refused_on_cuda(tmp_path):
-    with pytest.raises(ConfigError, match=r"exec.workers=2.*Use `exec.workers=0` there"):
-        run(config(*SHORT, "exec.workers=2"), tmp_path)
-    assert not (tmp_path / "results.json").exists()

@@ -142,7 +142,7 @@ def test_a_checkpoint_continues_with_other_execution_settings_only(tmp_path):
     cfg = config()
     record, _ = run(cfg, tmp_path)
     (tmp_path / "results.json").unlink()
-    for override in ("exec.mode=loop", "exec.chunk=2", "exec.workers=2"):
+    for override in ("exec.mode=loop", "exec.chunk=2", "exec.backend=gloo", "exec.timeout=60"):
         state = checkpoint.resumable(tmp_path, resolved(config(override)))
         assert state is not None and state["iteration"] == 3
     with pytest.raises(ConfigError, match=r"different config \(exec.autocast: none there, bf16 now\)"):

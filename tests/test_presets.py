@@ -28,6 +28,7 @@ EXPECTED = {
     "imaml_omniglot",
     "maml_miniimagenet",
     "maml_omniglot",
+    "maml_pp",
     "reptile_miniimagenet",
     "reptile_omniglot",
 }

@@ -1,5 +1,5 @@
-"""The one place where a config becomes a run's parts: the training loop, the benchmark, plots, and the
-worker processes all build them here."""
+"""The one place where a config becomes a run's parts: the training loop, the benchmark, plots, and every
+rank of a distributed run all build them here."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import NamedTuple
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
+from metarun import distributed
 from metarun.algorithms import Algorithm
 from metarun.config import ConfigError
+from metarun.distributed import SOLO, World
 from metarun.execution import Executor, execution_mode
 from metarun.functional import Objective, Params, detached
 from metarun.tasks import TaskSource
@@ -30,6 +32,7 @@ class Parts(NamedTuple):
     objective: Objective
     # The algorithm's own meta-parameters (e.g. Meta-SGD's learning rates), stepped with the model's.
     meta: dict[str, nn.Parameter]
+    world: World = SOLO  # the ranks sharing each meta-batch (torch.distributed), or this process alone
 
     def parameters(self) -> dict[str, nn.Parameter]:
         """Everything the outer optimiser steps: the model's parameters, then the algorithm's."""
@@ -68,17 +71,30 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_execution(cfg: DictConfig, device: torch.device) -> None:
-    if cfg.exec.workers and device.type != "cpu":
-        raise ConfigError(f"`exec.workers={cfg.exec.workers}` shares tasks among CPU processes, but this run is on "
-                          f"{device}. Use `exec.workers=0` there (`exec.mode=vmap` batches the tasks on a GPU).")
+def join_world(cfg: DictConfig, device_name: str) -> tuple[torch.device, World]:
+    """The run's device and its World: under torchrun or a Slurm step of several tasks, each rank on its own
+    GPU (or its share of the CPU cores) in the process group; otherwise `device` alone."""
+    env = distributed.environment()
+    if env is None:
+        return resolve_device(device_name), SOLO
+    device = resolve_device(distributed.rank_device(device_name, env))
+    if cfg.train.meta_batch < env.size:
+        raise ConfigError(
+            f"`train.meta_batch={cfg.train.meta_batch}` is smaller than the {env.size} ranks of this run: each rank "
+            f"computes a share of the meta-batch's tasks, so every rank needs one. Use `train.meta_batch={env.size}` "
+            f"or more, or start fewer ranks (`torchrun --nproc_per_node=...`).")
+    if cfg.algo.get("inner_state") == "carry":
+        raise ConfigError(
+            "`algo.inner_state=carry` makes each task's inner loop start from the Adam state the previous task left, "
+            f"so the tasks of a meta-batch run one after another in one process; this run has {env.size} ranks that "
+            "would run them side by side. Run it in one process (without torchrun), or use `algo.inner_state=fresh`.")
+    return device, distributed.join(env, device, cfg.exec.backend, cfg.exec.timeout)
 
 
 def build(cfg: DictConfig, data: bool = True) -> Parts:
-    """The run's parts from its config. `data=False` leaves the data source unloaded (worker processes,
-    which receive their episodes)."""
-    device = resolve_device(cfg.device)
-    check_execution(cfg, device)
+    """The run's parts from its config. `data=False` leaves the data source unloaded (for callers that bring
+    their own episodes)."""
+    device, world = join_world(cfg, cfg.device)
     torch.manual_seed(cfg.seed)  # model initialisation
     source = instantiate(cfg.data)
     if data:
@@ -91,7 +107,6 @@ def build(cfg: DictConfig, data: bool = True) -> Parts:
     weighting = instantiate(cfg.weighting)
     weighting.bind(algo)
     mode = execution_mode(cfg.exec.mode, device, model)
-    executor = Executor(mode, device, cfg.exec.chunk, cfg.exec.autocast, algo.sequential, cfg.exec.workers,
-                        OmegaConf.to_container(cfg, resolve=True))
+    executor = Executor(mode, device, cfg.exec.chunk, cfg.exec.autocast, algo.sequential)
     meta = {k: nn.Parameter(v) for k, v in algo.meta_parameters(detached(model), objective).items()}
-    return Parts(device, source, model, algo, weighting, executor, objective, meta)
+    return Parts(device, source, model, algo, weighting, executor, objective, meta, world)

@@ -32,6 +32,16 @@ BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program whose rea
 register()
 
 
+def rank_zero() -> bool:
+    """Whether this process is rank 0 of a distributed run (torchrun, or a Slurm step of several tasks), or
+    runs alone: rank 0 alone prints and writes."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    return int(env.get("SLURM_STEP_NUM_TASKS", "1")) <= 1 or env.get("SLURM_PROCID", "0") == "0"
+
+
+
 def main() -> None:
     """The `metarun` command: the Hydra app, with a bad command line or output folder told in one paragraph.
 
@@ -45,10 +55,52 @@ def main() -> None:
     if not sys.stderr.isatty() and "FORCE_COLOR" not in os.environ:
         os.environ.setdefault("NO_COLOR", "1")  # Optuna's log lines: no colour codes in a file or a pipe
     try:
-        sys.argv[1:] = rundir.resume_argv(argv)
+        sys.argv[1:] = ranks_argv(rundir.resume_argv(argv))
     except ConfigError as e:
         _exit(str(e), 2)
+    if not rank_zero():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  the ranks other than 0 print nothing (rank 0 says it)
     quiet_pipe(_main)
+
+
+def ranks_argv(argv: list[str]) -> list[str]:
+    """Under torchrun, one run folder for every rank, and only rank 0's Hydra making it.
+
+    Hydra's default folder is named from the clock, which ranks started a second apart would read differently,
+    so rank 0's clock names it (unless a folder is given). The other ranks read the run's folder
+    (RANK_RUN_DIR) but give Hydra a private one of their own, so a refused run leaves no folder behind.
+    """
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1 or {"-m", "--multirun"} & set(argv):
+        return argv
+    from metarun import distributed
+
+    given = next((a.partition("=")[2] for a in argv if _override_key(a) == "hydra.run.dir"), None)
+    if given is None:
+        timeout = next((a.partition("=")[2] for a in argv if _override_key(a) == "exec.timeout"), "300")
+        try:
+            distributed.coordinate(float(timeout))
+        except ValueError:
+            raise ConfigError(f"`exec.timeout={timeout}` is invalid: a time in seconds must be a number greater "
+                              "than 0. Set e.g. `exec.timeout=300`.") from None
+        given = f"outputs/runs/{distributed.shared_now()}"
+    argv = [a for a in argv if _override_key(a) != "hydra.run.dir"]
+    if rank_zero():
+        return [*argv, f"hydra.run.dir={given}"]
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ[RANK_RUN_DIR] = str(Path(given.strip("'\"")).absolute())
+    private = tempfile.mkdtemp(prefix=f"metarun-rank{os.environ.get('RANK')}-")
+    atexit.register(shutil.rmtree, private, True)
+    return [*argv, f"hydra.run.dir={private}"]
+
+
+RANK_RUN_DIR = "METARUN_RANK_RUN_DIR"  # the run's folder, for the ranks other than 0
+
+
+def _override_key(arg: str) -> str:
+    return arg.partition("=")[0].lstrip("+~") if "=" in arg and not arg.startswith("-") else ""
 
 
 def _main() -> None:
@@ -125,17 +177,18 @@ def versions() -> str:
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
+    out_dir = Path(os.environ.get(RANK_RUN_DIR) or hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     choose = "`hydra.sweep.dir=...`" if sweeping else "`hydra.run.dir=...`"
     resume = f"metarun --resume {shlex.quote(str(_resume_dir(out_dir, sweeping)))}"
     accepted = []
 
     def accept() -> None:
-        rundir.accept(out_dir, cfg)
+        if rank_zero():
+            rundir.accept(out_dir, cfg)
         accepted.append(True)
 
-    if sweeping and rundir.fresh(out_dir):
+    if sweeping and rank_zero() and rundir.fresh(out_dir):
         # A new job folder of a sweep records its config at once, as Hydra would: a job killed before it trains
         # still shows in the table (as missing). A run's folder is written only once the run is accepted.
         rundir.write_hydra_files(out_dir, cfg)
@@ -158,7 +211,7 @@ def app(cfg: DictConfig) -> float | None:
         except ResultsError as e:  # the folder holds a finished run's results.json that this version cannot read
             fail(out_dir, str(e), 2, sweeping)
     except ConfigError as e:
-        if not accepted and not sweeping:
+        if not accepted and not sweeping and rank_zero():
             rundir.discard_created(out_dir)
         fail(out_dir, str(e), 2, sweeping, None if isinstance(e, rundir.FolderTaken) else cfg)
     except OSError as e:
@@ -167,7 +220,7 @@ def app(cfg: DictConfig) -> float | None:
         fail(out_dir, messages.cannot_write(e, choose, out_dir, _kept(out_dir, resume)), 1, sweeping, cfg)
     except KeyboardInterrupt:  # a second Ctrl-C in training, or one outside it: stop at once
         if not accepted:
-            if not sweeping:
+            if not sweeping and rank_zero():
                 rundir.discard_created(out_dir)
             _say("stopped by Ctrl-C before the run started; nothing was written.", 130)
         _say(f"stopped at once by Ctrl-C. {_kept(out_dir, resume, '')}", 130)
@@ -189,10 +242,10 @@ def _train(cfg: DictConfig, out_dir: Path, sweeping: bool, accept: Callable[[], 
     """Train and test into `out_dir`, saying in one paragraph why not if it cannot go on."""
     from hydra.errors import InstantiationException
 
+    from metarun.distributed import RankFailed
     from metarun.signals import Interrupted, describe, redeliver
     from metarun.train import Diverged, run
     from metarun.weighting import WeightingError
-    from metarun.workers import WorkerDied
 
     try:
         run(cfg, out_dir, accept)
@@ -200,12 +253,17 @@ def _train(cfg: DictConfig, out_dir: Path, sweeping: bool, accept: Callable[[], 
         if isinstance(e.__cause__, ConfigError):  # a group option's own check of its settings (e.g. a weighting's)
             raise e.__cause__ from None
         raise ConfigError(f"a configured object could not be built: {e}") from None
-    except (Diverged, WorkerDied) as e:
+    except Diverged as e:
+        fail(out_dir, str(e), 1, sweeping, cfg)
+    except RankFailed as e:  # each rank says what it saw: which one failed shows in theirs
+        if not rank_zero():
+            print(f"metarun: error: {e}", file=sys.stderr)
         fail(out_dir, str(e), 1, sweeping, cfg)
     except WeightingError as e:
         fail(out_dir, f"{e} No results were written.", 1, sweeping, cfg)
     except Interrupted as e:
-        print(f"metarun: stopped by {describe(e.signum)} after iteration {e.iteration}; its checkpoint is saved. "
+        if rank_zero():
+            print(f"metarun: stopped by {describe(e.signum)} after iteration {e.iteration}; its checkpoint is saved. "
               f"To continue: {resume}", file=sys.stderr)
         if e.signum != signal.SIGINT:  # to the handler from before (default: terminate; submitit: requeue)
             redeliver(e.signum)
@@ -244,9 +302,10 @@ class JobFailed(RuntimeError):
 def fail(out_dir: Path, message: str, code: int, sweeping: bool, cfg: DictConfig | None = None) -> NoReturn:
     """Say why the run stops; in a sweep, also record it in the job's folder for the table, unless the
     folder holds another run (`cfg=None`) or finished results."""
-    print(f"metarun: error: {message}", file=sys.stderr)
+    if rank_zero():  # every rank of a distributed run finds the same error; rank 0 says it and writes failed.json
+        print(f"metarun: error: {message}", file=sys.stderr)
     if sweeping:
-        if cfg is not None:
+        if cfg is not None and rank_zero():
             _write_failure(out_dir, cfg, message, code)
         raise JobFailed(message, str(out_dir))
     sys.exit(code)
@@ -257,7 +316,8 @@ def _exit(message: str, code: int) -> NoReturn:
 
 
 def _say(message: str, code: int) -> NoReturn:
-    print(f"metarun: {message}", file=sys.stderr)
+    if rank_zero():  # every rank of a distributed run finds the same error; rank 0 says it
+        print(f"metarun: {message}", file=sys.stderr)
     sys.exit(code)
 
 

@@ -77,7 +77,11 @@ class ExecConfig:
     # vmap: tasks per vectorised call, 0 = all, auto = on a GPU the most that fit its memory (else all).
     # A whole number or `auto`, which the schema cannot say in one type: `check` tells the rest apart.
     chunk: Any = "auto"
-    workers: int = 0  # CPU: processes sharing each meta-batch's tasks, 0 = none (all in this process)
+    workers: int = 0  # retired (the worker pool is now torch.distributed ranks): any other value is refused
+    # torch.distributed (a run under torchrun or a Slurm step of several tasks): the ranks' backend, auto = NCCL
+    # for CUDA ranks and gloo for CPU ones, and how long a collective waits for the other ranks before failing.
+    backend: str = "auto"
+    timeout: float = 300.0
     tf32: bool = False  # CUDA (Ampere or later): TF32 matrix products and convolutions
     autocast: str = "none"  # none | bf16: the tasks' forward and backward passes under bfloat16 autocast
 
@@ -340,7 +344,13 @@ def check(cfg: DictConfig) -> None:
     for key in ("train.iterations", "train.meta_batch", "eval.tasks", "eval.chunk", "inner.sub_batches"):
         _positive(cfg, key, "a count", f"Set `{key}` to a positive whole number.")
     _non_negative(cfg, ("train.eval_every", "train.checkpoint_every", "eval.val_tasks",
-                        "exec.workers", "outer.decay_every", "outer.clip_value"))
+                        "outer.decay_every", "outer.clip_value"))
+    _positive(cfg, "exec.timeout", "a time in seconds", "Set e.g. `exec.timeout=300`.")
+    if cfg.exec.workers:
+        raise ConfigError(
+            f"`exec.workers={cfg.exec.workers}` is retired: the tasks of a meta-batch are now shared among the ranks "
+            f"of torch.distributed. Start the same command as `torchrun --nproc_per_node={cfg.exec.workers} -m metarun "
+            "...` (without exec.workers), which runs that many CPU processes (or one per GPU) with the same results.")
     if not 0 < cfg.outer.decay <= 1:
         raise ConfigError(f"`outer.decay={cfg.outer.decay}` is invalid: the step decay factor must be in (0, 1]. "
                           "Set e.g. `outer.decay=0.9 outer.decay_every=5000`, or `outer.decay=1` for none.")
@@ -429,12 +439,11 @@ def _check_inner_state(cfg: DictConfig) -> None:
             f"`algo.inner_state=carry` keeps the inner Adam's moment estimates from task to task, but "
             f"`algo.inner_optimizer={cfg.algo.inner_optimizer}` has none. Set `algo.inner_optimizer=adam`, or "
             "`algo.inner_state=fresh`.")
-    if cfg.exec.mode == "vmap" or cfg.exec.workers:
-        what = "`exec.mode=vmap`" if cfg.exec.mode == "vmap" else f"`exec.workers={cfg.exec.workers}`"
+    if cfg.exec.mode == "vmap":
         raise ConfigError(
-            f"`algo.inner_state=carry` makes each task's inner loop start from the Adam state the previous task "
-            f"left, so the tasks of a meta-batch must run one after another, in this process; {what} runs them "
-            "side by side. Use `exec.mode=loop` (or `auto`) with `exec.workers=0`, or `algo.inner_state=fresh`.")
+            "`algo.inner_state=carry` makes each task's inner loop start from the Adam state the previous task "
+            "left, so the tasks of a meta-batch must run one after another, in one process; `exec.mode=vmap` runs "
+            "them side by side. Use `exec.mode=loop` (or `auto`), or `algo.inner_state=fresh`.")
 
 
 def _check_model(cfg: DictConfig) -> None:
@@ -464,7 +473,6 @@ ZERO_MEANS = {
     "train.checkpoint_every": "checkpoint only at validations, at the end and when stopped by a signal",
     "eval.val_tasks": "no validation during training",
     "exec.chunk": "all tasks of a meta-batch in one vectorised call",
-    "exec.workers": "all tasks in the training process",
     "algo.cg_damping": "no damping",
 }
 
@@ -488,12 +496,12 @@ def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 # How the tasks are executed, not what is computed (the modes give the same gradients, tests/test_execution.py):
 # a stopped run may continue with other values, e.g. a smaller `exec.chunk` after running out of GPU memory.
-EXECUTION_ONLY = {"exec.mode", "exec.chunk", "exec.workers"}
+EXECUTION_ONLY = {"exec.mode", "exec.chunk", "exec.workers", "exec.backend", "exec.timeout"}
 # Settings added since runs were first recorded, with the value that older runs had in effect.
 ADDED = {"exec.tf32": False, "exec.autocast": "none", "inner.sub_batches": 1, "outer.decay": 1.0,
          "outer.decay_every": 0, "outer.clip_value": 0.0, "model.activation": "relu", "algo.inner_state": "fresh",
          "outer.cosine": False, "outer.lr_min": 0.0, "algo.msl_epochs": 0, "algo.lslr": False, "algo.bnwb": False,
-         "algo.first_order_epochs": 0, "algo.epoch_iterations": 500}
+         "algo.first_order_epochs": 0, "algo.epoch_iterations": 500, "exec.backend": "auto", "exec.timeout": 300.0}
 # Weightings became objects (`weighting._target_`, given by weighting.name); uniform weighting has no
 # `weighting.vectors` since, which older runs carried without using it.
 WEIGHTING_OBJECTS = {"weighting._target_"}

@@ -8,8 +8,7 @@ on the device and the network (README: Benchmark), so `exec.mode=auto` picks by 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -25,8 +24,6 @@ from metarun.tasks import Episode
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MODES = ("loop", "vmap")
-# The function a run's training step calls for a meta-batch's TaskGrads: (theta, episode, diagnose, iteration).
-RunTasks = Callable[[Params, Episode, bool, int], TaskGrads]
 
 
 def map_tasks(fn: Callable[..., Any], tensors: Sequence[Tensor], mode: str, chunk: int = 0) -> Any:
@@ -146,15 +143,14 @@ class Chunking:
 
 
 class Executor:
-    """How a run computes its tasks: the mode, the chunking of training and of evaluation, the autocast, and
-    whether the training step's tasks are shared among CPU worker processes (`exec.workers`)."""
+    """How a run computes its tasks: the mode, the chunking of training and of evaluation, and the autocast."""
 
-    def __init__(self, mode: str, device: torch.device, chunk: int | str, autocast: str, sequential: bool = False,
-                 workers: int = 0, config: dict | None = None) -> None:
+    def __init__(self, mode: str, device: torch.device, chunk: int | str, autocast: str,
+                 sequential: bool = False) -> None:
         self.mode = mode  # evaluation's, and the training step's unless the algorithm is sequential
         # A carried inner-optimiser state makes the tasks of a meta-batch a sequence: they train one by one.
         self.train_mode = "loop" if sequential else mode
-        self.device, self.autocast, self.workers, self.config = device, autocast, workers, config
+        self.device, self.autocast = device, autocast
         self.train_chunks = Chunking(chunk, device, self.train_mode, "training step")
         # Evaluation keeps no outer graph: more tasks fit per call, found the same way.
         self.eval_chunks = Chunking("auto", device, mode, "evaluation")
@@ -171,20 +167,3 @@ class Executor:
         """fn over the tasks of `tensors` (evaluation: no outer graph), chunked as `exec.chunk=auto` finds."""
         with precision.autocast(self.autocast, self.device):
             return self.eval_chunks.run(lambda chunk: map_tasks(fn, tensors, self.mode, chunk), len(tensors[0]))
-
-    @contextmanager
-    def started(self, algo: Algorithm, objective: Objective, need_loss: bool = False) -> Iterator[RunTasks]:
-        """The training step's RunTasks: here, or in `exec.workers` processes for as long as the block runs."""
-        if not self.workers:
-            def run_tasks(theta: Params, episode: Episode, diagnose: bool, iteration: int) -> TaskGrads:
-                algo.progress(iteration)
-                return self.task_grads(algo, theta, objective, episode, diagnose, need_loss)
-
-            yield run_tasks
-            return
-        from metarun.workers import TaskPool
-
-        config = {**self.config, "exec": {**self.config["exec"], "workers": 0, "mode": self.train_mode,
-                                          "chunk": self.train_chunks.size}}
-        with TaskPool(config, self.workers, need_loss) as pool:
-            yield pool

@@ -20,7 +20,7 @@ IGNORED = ("device", "logger", "paper.", "exec.", "data.root", "data.cache_dir",
 # results.json fields that are measurements or bookkeeping, not settings.
 MEASURED = {"format", "status", "error", "run_dir", "mean", "ci95", "n_tasks", "scores_file", "mean_before",
             "ci95_before", "val_mean", "seconds", "train_seconds", "resumed_from", "torch", "metarun", "device",
-            "exec_mode", "exec_workers", "higher_is_better", "task_kind"}
+            "exec_mode", "exec_workers", "world_size", "backend", "higher_is_better", "task_kind"}
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -4,6 +4,7 @@ meta-test on the fixed evaluation stream, write the results."""
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,8 @@ from tqdm import tqdm
 from metarun import __version__, checkpoint, precision
 from metarun.algorithms import TaskGrads
 from metarun.build import Parts, build
+from metarun.distributed import SOLO, World
 from metarun.evaluate import evaluate
-from metarun.execution import RunTasks
 from metarun.functional import Params, weighted_sum
 from metarun.loggers import tensorboard_log
 from metarun.results import METRICS, MetricsLog, ci95, settings_record, write_results, write_scores
@@ -30,6 +31,19 @@ COLUMNS = (
     "iteration", "loss_before", "loss_after", "val_mean", "val_ci95",
     "w_min", "w_max", "w_negative", "lr", "seconds", "inner_residual",
 )
+
+
+class _NoLog:
+    """What the ranks other than 0 log to: nothing."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def close(self, *args: object) -> None:
+        pass
+
+
+NO_LOG = _NoLog()
 
 
 class Diverged(RuntimeError):
@@ -68,28 +82,55 @@ class Step(NamedTuple):
     finite: torch.Tensor  # whether `combined` is finite, one scalar
 
 
-def meta_step(parts: Parts, theta: Params, episode: Episode, logging: bool = False, iteration: int = 0,
-              run_tasks: RunTasks | None = None) -> Step:
+def meta_step(parts: Parts, theta: Params, episode: Episode, logging: bool = False, iteration: int = 0) -> Step:
     """Per-task meta-gradients of the episode's tasks, their weights, and the weighted sum: what the loop and
-    the benchmark run. `run_tasks` is the executor's (parts.executor.started); by default, in this process.
+    the benchmark run. Under torch.distributed (`parts.world`) this rank computes its contiguous share of the
+    tasks, and `combined` is the whole meta-batch's sum, the same on every rank; `grads` and `weights` are
+    this rank's share (`gathered` joins them for logging).
 
     Agreement weights that are 0/0 come out NaN (see weighting.agreement) and show as a sum that is not finite.
     """
-    if run_tasks is None:
-        parts.algo.progress(iteration)
-        grads = parts.executor.task_grads(parts.algo, theta, parts.objective, episode, logging,
-                                          parts.weighting.needs_loss)
-    else:
-        grads = run_tasks(theta, episode, logging, iteration)
-    return Step(grads, *combine(parts.weighting, grads))
+    world, tasks = parts.world, len(episode)
+    if world.size > 1:
+        share = world.share(tasks)
+        episode = Episode(*(t[share] for t in episode))
+    parts.algo.progress(iteration)
+    grads = parts.executor.task_grads(parts.algo, theta, parts.objective, episode, logging,
+                                      parts.weighting.needs_loss)
+    return Step(grads, *combine(parts.weighting, grads, world, tasks))
 
 
-def combine(weighting: Weighting, grads: TaskGrads) -> tuple[torch.Tensor, Params, torch.Tensor]:
-    """The task weights, their weighted sum of the meta-gradients, and whether that sum is finite: all three on
-    the gradients' device, nothing read from it (the weighting skips its checks that would read it)."""
-    w = weighting(grads, check=False)
-    combined = weighted_sum(w, grads.meta_grads)
+def combine(weighting: Weighting, grads: TaskGrads, world: World = SOLO,
+            tasks: int | None = None) -> tuple[torch.Tensor, Params, torch.Tensor]:
+    """The task weights, their weighted sum of the meta-gradients (over every rank: one all-reduce), and whether
+    that sum is finite: all three on the gradients' device, nothing read from it (the weighting skips its checks
+    that would read it)."""
+    w = weighting(grads, check=False, world=world, tasks=tasks)
+    # Accumulated in float64 and rounded once: a float32 sum would round differently for each split of the
+    # tasks among ranks, and the products of float32 values are exact in float64, so any world size gives
+    # the same float32 gradient (up to a sum landing within 1e-16 of a float32 rounding boundary).
+    combined = weighted_sum(w.double(), {k: v.double() for k, v in grads.meta_grads.items()})
+    if world.size > 1:
+        combined = reduced(combined, world)
+    combined = {k: v.to(grads.meta_grads[k].dtype) for k, v in combined.items()}
     return w, combined, all_finite(combined)
+
+
+def reduced(tree: Params, world: World) -> Params:
+    """The sum over the ranks of every tensor of `tree`, in one all-reduce of their concatenation."""
+    flat = world.sum(torch.cat([v.reshape(-1) for v in tree.values()]))
+    return dict(zip(tree, (c.view_as(v) for c, v in zip(flat.split([v.numel() for v in tree.values()]),
+                                                          tree.values(), strict=True)), strict=True))
+
+
+def gathered(step: Step, world: World, tasks: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The whole meta-batch's per-task metrics and weights, from every rank's share (logging iterations only)."""
+    if world.size == 1:
+        return step.grads.metrics, step.weights
+    names = list(step.grads.metrics)
+    local = torch.stack([step.grads.metrics[k].to(step.weights.dtype) for k in names] + [step.weights], dim=1)
+    full = world.gather(local, tasks)
+    return {k: full[:, i] for i, k in enumerate(names)}, full[:, -1]
 
 
 def outer_step(optimizer: torch.optim.Optimizer, params: dict[str, torch.nn.Parameter], combined: Params) -> float:
@@ -154,7 +195,7 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
     saved = checkpoint.resumable(out_dir, config)
     parts = build(cfg)
     source, algo, device = parts.source, parts.algo, parts.device
-    params = parts.parameters()
+    params, world = parts.parameters(), parts.world
     optimizer = instantiate(cfg.outer.optimizer)(params.values(), lr=cfg.outer.lr)
     iterations = cfg.train.iterations
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg))
@@ -170,7 +211,7 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
 
     def test(split: str, n_tasks: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         stream = fixed_stream(source, split, n_tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries, seed)
-        return evaluate(parts, stream, cfg.eval.steps, cfg.eval.lr)
+        return evaluate(parts, stream, cfg.eval.steps, cfg.eval.lr)  # shared among the ranks, gathered in order
 
     def validate() -> tuple[float, float]:
         # Validation tasks come from the validation split's own fixed stream, never the test stream.
@@ -186,16 +227,20 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
 
     if accepted is not None:
         accepted()
-    log = MetricsLog(out_dir / METRICS, COLUMNS, resume_after=first - 1 if saved else None)
-    board = tensorboard_log(cfg, out_dir)
+    world.barrier()  # every rank has read the checkpoint before rank 0 writes anything
+    # Rank 0 alone writes the run's files; the other ranks' logs write nothing.
+    log = (MetricsLog(out_dir / METRICS, COLUMNS, resume_after=first - 1 if saved else None) if world.main
+           else NO_LOG)
+    board = tensorboard_log(cfg, out_dir) if world.main else NO_LOG
     start = time.perf_counter()
-    bar = tqdm(range(first, iterations + 1), desc=f"{algo.name}+{parts.weighting.name}", disable=None)
-    with stop_requests() as stop, parts.executor.started(algo, parts.objective, parts.weighting.needs_loss) as tasks:
+    bar = tqdm(range(first, iterations + 1), desc=f"{algo.name}+{parts.weighting.name}",
+               disable=None if world.main else True)
+    with stop_requests() as stop:
         for it in bar:
             episode = source.sample("train", cfg.train.meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
                                     generator).to(device)
             logging = it % cfg.train.log_every == 0 or it == iterations
-            step = meta_step(parts, parts.theta(), episode, logging, it, tasks)
+            step = meta_step(parts, parts.theta(), episode, logging, it)
             # The iteration's one read of the device (a GPU sync). Stop before the step: the parameters and
             # the last checkpoint stay finite.
             if not step.finite:
@@ -209,7 +254,7 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
 
             row = {"iteration": it, "lr": lr}
             if logging:
-                row |= logged(step.grads.metrics, step.weights)
+                row |= logged(*gathered(step, world, cfg.train.meta_batch))
                 bar.set_postfix(loss=f"{row['loss_after']:.4f}")
             validating = (cfg.train.eval_every and it % cfg.train.eval_every == 0) or it == iterations
             if validating and cfg.eval.val_tasks:
@@ -219,19 +264,21 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
                 row["seconds"] = round(elapsed + time.perf_counter() - start, 3)
                 log.write(row)
                 board.write(row)
+            # A signal to any rank stops every rank after this same iteration, with one checkpoint.
+            stopping = world.any(bool(stop))
             every = cfg.train.checkpoint_every
-            if validating or (every and it % every == 0) or stop:
+            if world.main and (validating or (every and it % every == 0) or stopping):
                 checkpoint.save(out_dir, state(it))
-            if stop:
+            if stopping:
                 log.close()
-                raise Interrupted(stop[0], it)
+                world.barrier()  # the checkpoint is whole before any rank exits
+                raise Interrupted(stop[0] if stop else signal.SIGTERM, it)
     log.close()
     train_seconds = elapsed + time.perf_counter() - start
 
     after, before = (t.tolist() for t in test("test", cfg.eval.tasks, cfg.eval.seed))
     mean, half = ci95(after)
     val = mean if last_val is None else last_val  # the last iteration validates unless val_tasks=0
-    write_scores(out_dir, after, before)
     executor = parts.executor
     record = {
         **settings_record(cfg), "data": source.name, "task_kind": source.kind,
@@ -239,13 +286,16 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
         "mean": mean, "ci95": half, "n_tasks": len(after), "scores_file": "scores.csv",
         "mean_before": ci95(before)[0], "ci95_before": ci95(before)[1],
         "bn_mode": bn_mode(parts), **source.record(), "val_mean": val, **parts.weighting.record(),
-        "exec_mode": executor.mode, "exec_workers": cfg.exec.workers,
+        "exec_mode": executor.mode, "world_size": world.size, "backend": world.backend,
         "exec_chunk": None if executor.mode == "loop" else executor.train_chunks.tasks_per_call(cfg.train.meta_batch),
         "tf32": tf32, "autocast": cfg.exec.autocast,
         "seconds": round(elapsed + time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
         "resumed_from": None if saved is None else saved["iteration"],
         "device": str(device), "torch": torch.__version__, "metarun": __version__,
     }
-    board.close(config, record)
-    write_results(out_dir, record)
+    if world.main:
+        write_scores(out_dir, after, before)
+        board.close(config, record)
+        write_results(out_dir, record)
+    world.barrier()  # results.json is whole before any rank reads it
     return record, val

@@ -6,13 +6,14 @@ from torch import Tensor
 
 from metarun.algorithms.base import Algorithm, TaskGrads
 from metarun.config import ConfigError
+from metarun.distributed import SOLO, World
 from metarun.functional import Params, flatten
 from metarun.weighting.base import Weighting, WeightingError
 
 VECTORS = ("auto", "updates", "meta_grads")
 
 
-def agreement(vectors: Params, check: bool = True) -> Tensor:
+def agreement(vectors: Params, check: bool = True, world: World = SOLO) -> Tensor:
     """w_i = sum_j g_i.g_j / sum_k |sum_j g_k.g_j| over the rows g_i of `vectors` ([T, ...] leaves).
 
     A task whose vector disagrees with the batch's sum gets a negative weight, and sum_i |w_i| = 1.
@@ -23,13 +24,18 @@ def agreement(vectors: Params, check: bool = True) -> Tensor:
     happens when no inner loop moves the parameters, a set-up to fix rather than to average over.
     Testing for it reads the device from the host (a GPU sync); with `check=False` the weights
     are then NaN, which the training loop's finiteness check stops.
+
+    Across ranks (each holding its share of the rows) no row leaves its rank: sum_j g_j is one all-reduce,
+    sum_k |s_k| one scalar all-reduce, and each rank weighs its own tasks.
     """
     g = flatten(vectors)
-    s = g @ g.sum(dim=0)  # s_i = sum_j g_i.g_j without forming the T x T Gram matrix
-    total = s.abs().sum()
+    # In float64, rounded once at the end: the same weights for every split of the tasks among ranks.
+    g64 = g.double()
+    s = g64 @ world.sum(g64.sum(dim=0))  # s_i = sum_j g_i.g_j without forming the T x T Gram matrix
+    total = world.sum(s.abs().sum())
     if check and total == 0:
         raise WeightingError(_undefined(g))
-    return s / total
+    return (s / total).to(g.dtype)
 
 
 def _undefined(g: Tensor) -> str:
@@ -64,8 +70,8 @@ class Agreement(Weighting):
                 "Use `weighting.vectors=meta_grads` (or `auto`)."
             )
 
-    def __call__(self, grads: TaskGrads, check: bool = True) -> Tensor:
-        return agreement(getattr(grads, self.field), check)
+    def __call__(self, grads: TaskGrads, check: bool = True, world: World = SOLO, tasks: int | None = None) -> Tensor:
+        return agreement(getattr(grads, self.field), check, world)
 
     def record(self) -> dict:
         return {"weighting_vectors": self.field}

@@ -7,6 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from metarun.algorithms.base import Algorithm, TaskGrads
+from metarun.distributed import SOLO, World
 
 
 class WeightingError(ValueError):
@@ -20,6 +21,10 @@ class Weighting:
     TaskGrads it needs. `check=False` asks it to skip checks that read the device (a GPU sync): the loop
     passes it on every iteration and, when the combined gradient comes out non-finite, weighs again with
     `check=True` so that the weighting can say why.
+
+    Under torch.distributed each rank holds the TaskGrads of its share of the meta-batch (`tasks` tasks in
+    all) and gets the weights of its own tasks: a weighting reduces across the `world` only the scalars or
+    sums it needs, never a per-task vector. Alone (`world=SOLO`) that is the plain computation.
     """
 
     # True where the weights need every task's post-adaptation query loss (`metrics["loss_after"]`) on every
@@ -33,7 +38,7 @@ class Weighting:
         """Check the settings against the algorithm whose TaskGrads will be weighed (ConfigError if they
         cannot work with it)."""
 
-    def __call__(self, grads: TaskGrads, check: bool = True) -> Tensor:
+    def __call__(self, grads: TaskGrads, check: bool = True, world: World = SOLO, tasks: int | None = None) -> Tensor:
         raise NotImplementedError
 
     def record(self) -> dict[str, Any]:

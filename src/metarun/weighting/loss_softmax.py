@@ -12,12 +12,16 @@ from torch import Tensor
 
 from metarun.algorithms.base import TaskGrads
 from metarun.config import ConfigError
+from metarun.distributed import SOLO, World
 from metarun.weighting.base import Weighting
 
 
-def loss_softmax(losses: Tensor, temperature: float) -> Tensor:
-    """softmax(L / tau) over the T tasks' losses [T]: positive weights that sum to 1."""
-    return torch.softmax(losses.detach() / temperature, dim=0)
+def loss_softmax(losses: Tensor, temperature: float, world: World = SOLO) -> Tensor:
+    """softmax(L / tau) over the T tasks' losses [T] (across ranks: over every rank's share, two scalar
+    all-reduces): positive weights that sum to 1."""
+    z = losses.detach().double() / temperature  # float64, rounded once: the same for any split among ranks
+    e = torch.exp(z - world.max(z.max()))
+    return (e / world.sum(e.sum())).to(losses.dtype)
 
 
 class LossSoftmax(Weighting):
@@ -32,6 +36,6 @@ class LossSoftmax(Weighting):
             )
         self.temperature = float(temperature)
 
-    def __call__(self, grads: TaskGrads, check: bool = True) -> Tensor:
+    def __call__(self, grads: TaskGrads, check: bool = True, world: World = SOLO, tasks: int | None = None) -> Tensor:
         losses = grads.metrics["loss_after"]
-        return loss_softmax(losses, self.temperature).to(losses.dtype)
+        return loss_softmax(losses, self.temperature, world).to(losses.dtype)

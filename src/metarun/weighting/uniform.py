@@ -6,19 +6,21 @@ import torch
 from torch import Tensor
 
 from metarun.algorithms.base import TaskGrads
+from metarun.distributed import SOLO, World
 from metarun.functional import Params
 from metarun.weighting.base import Weighting
 
 
-def uniform(tree: Params) -> Tensor:
-    """1/T for each of the T tasks of `tree` ([T, ...] leaves), on its device and in its dtype."""
+def uniform(tree: Params, tasks: int | None = None) -> Tensor:
+    """1/T for each task of `tree` ([share, ...] leaves), on its device and in its dtype; T = `tasks`, by default
+    the tasks of `tree`."""
     like = next(iter(tree.values()))
-    return torch.full((like.shape[0],), 1.0 / like.shape[0], dtype=like.dtype, device=like.device)
+    return torch.full((like.shape[0],), 1.0 / (tasks or like.shape[0]), dtype=like.dtype, device=like.device)
 
 
 class Uniform(Weighting):
     def __init__(self, name: str = "uniform") -> None:
         super().__init__(name)
 
-    def __call__(self, grads: TaskGrads, check: bool = True) -> Tensor:
-        return uniform(grads.meta_grads)
+    def __call__(self, grads: TaskGrads, check: bool = True, world: World = SOLO, tasks: int | None = None) -> Tensor:
+        return uniform(grads.meta_grads, tasks)  # nothing to reduce: every rank knows T
