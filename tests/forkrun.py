@@ -235,8 +235,7 @@ def zero_agreement_vectors() -> None:
     from metarun.weighting import agreement
 
     real = agreement.agreement
-    agreement.agreement = lambda vectors, check=True: real({k: torch.zeros_like(v) for k, v in vectors.items()},
-                                                          check)
+    agreement.agreement = lambda vectors, *rest: real({k: torch.zeros_like(v) for k, v in vectors.items()}, *rest)
 
 
 def raise_in_job(seed: int) -> None:

@@ -113,6 +113,16 @@ def pip_command(argv: list[str]) -> None:
             assert target == "." or re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9.]+", target), target
 
 
+def torchrun_command(argv: list[str]) -> None:
+    """torchrun's own options, then `-m metarun` and a metarun command line."""
+    from torch.distributed.run import get_args_parser as torchrun_parser
+
+    at = argv.index("-m")
+    torchrun_parser().parse_args(argv[:at] + ["script.py"])
+    assert argv[at + 1] == "metarun", argv
+    metarun_command(argv[at + 2:])
+
+
 def check_command(line: str) -> None:
     argv = shlex.split(line)
     while re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", argv[0]):  # environment assignments before the command
@@ -128,7 +138,7 @@ def check_command(line: str) -> None:
         return
     runners = {"metarun": metarun_command, "metarun-table": table_parser().parse_args,
                "metarun-reproduce": reproduce_command, "scripts/reproduce.py": reproduce_command,
-               "metarun-plot": plot_command, "pip": pip_command}
+               "metarun-plot": plot_command, "pip": pip_command, "torchrun": torchrun_command}
     if program in runners:
         runners[program](rest)
     elif program.startswith("scripts/"):

@@ -34,13 +34,16 @@ def agreement(vectors: Params, check: bool = True, world: World = SOLO) -> Tenso
     s = g64 @ world.sum(g64.sum(dim=0))  # s_i = sum_j g_i.g_j without forming the T x T Gram matrix
     total = world.sum(s.abs().sum())
     if check and total == 0:
-        raise WeightingError(_undefined(g))
+        raise WeightingError(_undefined(g, world))
     return (s / total).to(g.dtype)
 
 
-def _undefined(g: Tensor) -> str:
-    what = "every task's vector is exactly zero" if not g.any() else "the tasks' vectors sum to exactly zero"
-    return (f"`weighting=agreement` cannot weigh this meta-batch of {g.shape[0]} tasks: {what}, so the weights "
+def _undefined(g: Tensor, world: World) -> str:
+    # Every rank gets here together (`total` is global), so the message describes the whole meta-batch.
+    tasks = int(world.sum(g.new_tensor(g.shape[0], dtype=g.dtype)).item())
+    moved = world.any(bool(g.any()))
+    what = "the tasks' vectors sum to exactly zero" if moved else "every task's vector is exactly zero"
+    return (f"`weighting=agreement` cannot weigh this meta-batch of {tasks} tasks: {what}, so the weights "
             "s_i / sum_k |s_k| are 0/0 and no task can be told from another. Check that the inner loop moves the "
             "parameters (`inner.lr`, `inner.steps`), compare other vectors with `weighting.vectors=...`, or use "
             "`weighting=uniform`.")
