@@ -47,7 +47,8 @@ class Forker:
         assert json.loads(self.proc.stdout.readline()) == {"ready": True}
 
     def run(self, *argv: str, patch: tuple[str, dict] | None = None, entry: str = "metarun") -> Result:
-        """`metarun ARGV...` (entry="table": `metarun-table ARGV...`), after applying `patch` in the child."""
+        """`metarun ARGV...` (entry="table": `metarun-table ARGV...`, "eval": `metarun-eval ARGV...`), after applying
+        `patch` in the child."""
         self.count += 1
         log = self.workdir / f"job{self.count}"
         job = {"argv": list(argv), "patch": patch, "entry": entry, "log": str(log)}
@@ -339,6 +340,11 @@ def _child(job: dict) -> int:
             from metarun.cli import table_main
 
             return table_main(job["argv"])
+        if job["entry"] == "eval":
+            from metarun.reevaluate import main as eval_main
+
+            sys.argv = ["metarun-eval", *job["argv"]]
+            sys.exit(eval_main())
         from metarun.cli import main
 
         sys.argv = ["metarun", *job["argv"]]

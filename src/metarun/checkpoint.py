@@ -13,6 +13,7 @@ from metarun.config import ConfigError, continuing_differences, describe_differe
 from metarun.files import atomic_writer
 
 FILENAME = "checkpoint.pt"
+FORMAT = 1  # raised when a checkpoint's keys change meaning; readers refuse a newer one by name
 
 
 def save(out_dir: Path, state: dict[str, Any]) -> Path:
@@ -22,7 +23,7 @@ def save(out_dir: Path, state: dict[str, Any]) -> Path:
     # Serialised in memory first: torch.save reports a failed write (a full disk) as a RuntimeError that names
     # neither the file nor the cause, while a plain write raises the OSError itself.
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save({**state, "format": FORMAT}, buffer)
     with atomic_writer(path, "wb") as f:
         f.write(buffer.getbuffer())
     return path

@@ -258,6 +258,7 @@ def _train(cfg: DictConfig, out_dir: Path, sweeping: bool, accept: Callable[[], 
     except RankFailed as e:  # each rank says what it saw: which one failed shows in theirs
         if not rank_zero():
             print(f"metarun: error: {e}", file=sys.stderr)
+            sys.exit(1)
         fail(out_dir, str(e), 1, sweeping, cfg)
     except WeightingError as e:
         fail(out_dir, f"{e} No results were written.", 1, sweeping, cfg)
@@ -308,6 +309,7 @@ def fail(out_dir: Path, message: str, code: int, sweeping: bool, cfg: DictConfig
         if cfg is not None and rank_zero():
             _write_failure(out_dir, cfg, message, code)
         raise JobFailed(message, str(out_dir))
+    _after_rank_zero()
     sys.exit(code)
 
 
@@ -318,7 +320,21 @@ def _exit(message: str, code: int) -> NoReturn:
 def _say(message: str, code: int) -> NoReturn:
     if rank_zero():  # every rank of a distributed run finds the same error; rank 0 says it
         print(f"metarun: {message}", file=sys.stderr)
+    _after_rank_zero()
     sys.exit(code)
+
+
+RANK_GRACE_S = 60
+
+
+def _after_rank_zero() -> None:
+    """A rank other than 0 that stops with an error rank 0 says waits for rank 0 to say it and exit: torchrun
+    stops the whole job at the first rank to exit, which must not cut rank 0 off before its message. torchrun
+    ends this wait as soon as rank 0 exits; it is bounded in case rank 0 got past the error."""
+    if not rank_zero():
+        import time
+
+        time.sleep(RANK_GRACE_S)
 
 
 def _sweep_failures(e: JobFailed) -> str:

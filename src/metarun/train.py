@@ -184,6 +184,24 @@ def bn_mode(parts: Parts) -> str:
     return "transductive" if parts.objective.transductive else "support-statistics"
 
 
+def test_record(cfg: DictConfig, parts: Parts, after: list[float], before: list[float], tf32: bool) -> dict:
+    """The results record of a test of `parts` under `cfg` (per-task scores after and before adaptation, TF32
+    on or off): a training run's and a re-evaluation's (metarun-eval)."""
+    source, executor, world = parts.source, parts.executor, parts.world
+    mean, half = ci95(after)
+    return {
+        **settings_record(cfg), "data": source.name, "task_kind": source.kind,
+        "metric": source.metric, "higher_is_better": source.higher_is_better,
+        "mean": mean, "ci95": half, "n_tasks": len(after), "scores_file": "scores.csv",
+        "mean_before": ci95(before)[0], "ci95_before": ci95(before)[1],
+        "bn_mode": bn_mode(parts), **source.record(), **parts.weighting.record(),
+        "exec_mode": executor.mode, "world_size": world.size, "backend": world.backend,
+        "exec_chunk": None if executor.mode == "loop" else executor.train_chunks.tasks_per_call(cfg.train.meta_batch),
+        "tf32": tf32, "autocast": cfg.exec.autocast,
+        "device": str(parts.device), "torch": torch.__version__, "metarun": __version__,
+    }
+
+
 def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = None) -> tuple[dict, float]:
     """Train and test as `cfg` says; returns the results record and the final validation metric.
 
@@ -277,21 +295,11 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
     train_seconds = elapsed + time.perf_counter() - start
 
     after, before = (t.tolist() for t in test("test", cfg.eval.tasks, cfg.eval.seed))
-    mean, half = ci95(after)
-    val = mean if last_val is None else last_val  # the last iteration validates unless val_tasks=0
-    executor = parts.executor
+    val = ci95(after)[0] if last_val is None else last_val  # the last iteration validates unless val_tasks=0
     record = {
-        **settings_record(cfg), "data": source.name, "task_kind": source.kind,
-        "metric": source.metric, "higher_is_better": source.higher_is_better,
-        "mean": mean, "ci95": half, "n_tasks": len(after), "scores_file": "scores.csv",
-        "mean_before": ci95(before)[0], "ci95_before": ci95(before)[1],
-        "bn_mode": bn_mode(parts), **source.record(), "val_mean": val, **parts.weighting.record(),
-        "exec_mode": executor.mode, "world_size": world.size, "backend": world.backend,
-        "exec_chunk": None if executor.mode == "loop" else executor.train_chunks.tasks_per_call(cfg.train.meta_batch),
-        "tf32": tf32, "autocast": cfg.exec.autocast,
+        **test_record(cfg, parts, after, before, tf32), "val_mean": val,
         "seconds": round(elapsed + time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
         "resumed_from": None if saved is None else saved["iteration"],
-        "device": str(device), "torch": torch.__version__, "metarun": __version__,
     }
     if world.main:
         write_scores(out_dir, after, before)

@@ -1,0 +1,230 @@
+"""`metarun-eval RUN_DIR [overrides]`: test a finished run's parameters under another test setting, no training.
+
+The run's own config (`RUN_DIR/.hydra/config.yaml`) is the base and the overrides change its test setting;
+each evaluation writes `RUN_DIR/eval/<overrides>/` (results.json, scores.csv) that `metarun-table` and
+`metarun-compare` read like any run's. It is a Hydra app, so `-m` sweeps go through Hydra's launchers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from metarun.config import ConfigError
+
+RUN_ENV = "METARUN_EVAL_RUN"  # the evaluated run's folder, for the Hydra job
+GROUPS = ("data", "model", "algo", "weighting")
+# Settings of what was trained: changing them would test another model than the one the run trained.
+TRAINED = ("model", "algo", "weighting", "inner", "outer", "train", "seed")
+HEAD = ("last", "zero")
+EVALUATION_ONLY = ("eval.head", "eval.select")  # settings a run's config may predate
+
+
+def usage() -> str:
+    return ("usage: metarun-eval RUN_DIR [-m] [key=value ...]: test the parameters of the finished run in RUN_DIR "
+            "under another test setting (e.g. `ways=20`, `shots=5`, `eval.steps=10`, `eval.tasks=2000`), writing "
+            "RUN_DIR/eval/<overrides>/results.json; see README.md, Use what was trained.")
+
+
+def main() -> None:
+    """The `metarun-eval` command."""
+    from metarun import cli
+
+    argv = sys.argv[1:]
+    if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-"):
+        print(usage(), file=sys.stderr if argv[:1] not in (["-h"], ["--help"]) else sys.stdout)
+        sys.exit(0 if argv[:1] in (["-h"], ["--help"]) else 2)
+    try:
+        run_dir = finished_run(Path(argv[0]))
+        rest = hydra_argv(argv[1:], OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+    except ConfigError as e:
+        print(f"metarun-eval: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    os.environ[RUN_ENV] = str(run_dir)
+    folder = run_dir / "eval"
+    flags = [a for a in rest if a.startswith("-")]  # before the overrides, as Hydra's parser wants them
+    sys.argv = [sys.argv[0], *flags, "--config-dir", str(run_dir / ".hydra"), "--config-name", "config",
+                f"hydra.run.dir={folder}", f"hydra.sweep.dir={folder}",
+                "hydra.sweep.subdir=${hydra.job.override_dirname}",
+                "hydra/job_logging=disabled", "hydra/hydra_logging=disabled", "hydra.job.chdir=false",
+                "hydra.output_subdir=null", "hydra.job.name=metarun-eval", *(a for a in rest if not a.startswith("-"))]
+    cli.quiet_pipe(_app)
+
+
+def finished_run(folder: Path) -> Path:
+    """The run folder, if it holds a finished run metarun-eval can start from."""
+    from metarun.results import RESULTS
+
+    folder = folder.absolute()
+    if not (folder / ".hydra" / "config.yaml").is_file():
+        raise ConfigError(f"{folder} is not a metarun run folder (it has no .hydra/config.yaml). Pass the folder of a "
+                          "finished run, e.g. outputs/runs/DATE/TIME or one job folder of a multirun.")
+    if not (folder / RESULTS).is_file():
+        raise ConfigError(f"{folder} holds a run that has not finished (no {RESULTS}), so it has no final parameters "
+                          f"to test. Finish it first (`metarun --resume {folder}`), then evaluate it.")
+    return folder
+
+
+def hydra_argv(argv: list[str], saved: DictConfig) -> list[str]:
+    """The overrides, after refusing the ones an evaluation of the run's model cannot take; the evaluation's
+    own settings are added to the config of a run that predates them."""
+    out = []
+    for arg in argv:
+        key = arg.partition("=")[0].lstrip("+~")
+        if "=" in arg and key in GROUPS:
+            raise ConfigError(
+                f"`{arg}` chooses a config group, but metarun-eval tests the model the run trained, with the run's "
+                f"own config as the base, so its {key} cannot be swapped for another group's. Set the keys of the "
+                f"run's own `{key}` instead (e.g. `data.rotate_test=false`), or train a run with `{arg}`.")
+        if "=" in arg and key.partition(".")[0] in TRAINED:
+            raise ConfigError(
+                f"`{arg}` changes how the model was trained ({key}); metarun-eval tests the parameters the run "
+                "already trained, so it can change only the test setting: `ways`, `shots`, `queries`, `eval.*`, "
+                "`data.*` settings that keep the input shape, `device`, `exec.*`. Train a new run to change "
+                f"{key}.")
+        missing = "=" in arg and key in EVALUATION_ONLY and OmegaConf.select(saved, key, default=None) is None
+        out.append(f"+{arg}" if missing and not arg.startswith(("+", "~")) else arg)
+    return out
+
+
+def _app() -> None:
+    import hydra
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    from metarun import messages
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors, said here in one paragraph
+    try:
+        hydra.main(config_path=None, config_name=None, version_base="1.3")(job)()
+    except (ConfigCompositionException, OverrideParseException) as e:
+        print(f"metarun-eval: error: {messages.composition(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def job(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    run_dir = Path(os.environ[RUN_ENV])
+    out_dir = run_dir / "eval" / (hc.job.override_dirname or "as_trained")
+    try:
+        record = reevaluate(run_dir, cfg, out_dir)
+    except ConfigError as e:
+        print(f"metarun-eval: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    from metarun.results import RESULTS, run_table
+
+    print(run_table(record))
+    print(f"results: {out_dir / RESULTS}")
+
+
+def reevaluate(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Test the run's parameters under `cfg` (the run's config with the evaluation's overrides) into `out_dir`;
+    returns the results record (an identical evaluation already in `out_dir` is reported, not repeated)."""
+    from metarun import rundir
+    from metarun.config import check
+    from metarun.results import RESULTS, read_results
+
+    cfg = pinned(cfg, OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+    check(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if rundir.claim(out_dir, config, f"other overrides, or delete {out_dir}") is not None:
+        return read_results(out_dir / RESULTS)
+    return _test(run_dir, cfg, out_dir)
+
+
+def _test(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    import torch
+
+    from metarun import precision, rundir
+    from metarun.build import build
+    from metarun.evaluate import evaluate
+    from metarun.learner import read_state
+    from metarun.results import read_results, write_results, write_scores
+    from metarun.tasks import fixed_stream
+    from metarun.train import test_record
+
+    start = time.perf_counter()
+    state, path = read_state(run_dir, cfg.eval.get("select"))
+    trained = OmegaConf.create(state["config"])
+    parts = build(cfg)
+    take_parameters(parts, state, trained, cfg)
+    tf32 = precision.use_tf32(cfg.exec.tf32, parts.device)
+    stream = fixed_stream(parts.source, "test", cfg.eval.tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries,
+                          cfg.eval.seed)
+    after, before = (t.tolist() for t in evaluate(parts, stream, cfg.eval.steps, cfg.eval.lr))
+    original = read_results(run_dir / "results.json")
+    record = {**test_record(cfg, parts, after, before, tf32), "evaluation_of": str(run_dir), "checkpoint": path.name,
+              "checkpoint_iteration": int(state["iteration"]), "head": cfg.eval.get("head", "last"),
+              "val_mean": state.get("val_mean"), "train_seconds": original.get("train_seconds"),
+              "seconds": round(time.perf_counter() - start, 2), "torch": torch.__version__}
+    rundir.accept(out_dir, cfg)
+    write_scores(out_dir, after, before)
+    write_results(out_dir, record)
+    return record
+
+
+def pinned(cfg: DictConfig, saved: DictConfig) -> DictConfig:
+    """The evaluation's config with the trained settings as the run resolved them: `train.shots=${shots}` stays
+    the trained number when the evaluation changes `shots`. A test setting that would change the model's
+    shape (an image size through `data.*`) is refused; the number of classes is `take_parameters`'s to judge."""
+    trained = OmegaConf.to_container(saved, resolve=True)
+    now = OmegaConf.to_container(cfg, resolve=True)
+    changed = [k for k in trained["model"] if k != "out_features" and now["model"].get(k) != trained["model"][k]]
+    if changed:
+        moves = ", ".join(f"model.{k}: {trained['model'][k]} -> {now['model'].get(k)}" for k in changed)
+        raise ConfigError(
+            f"this evaluation would change the trained model ({moves}), through a data setting it follows; "
+            "metarun-eval tests the parameters the run trained, so the inputs must keep their shape. Drop the "
+            "override that changes it.")
+    for key in TRAINED:
+        now[key] = trained[key]
+    now["model"]["out_features"] = OmegaConf.to_container(cfg, resolve=True)["model"]["out_features"]
+    return OmegaConf.create(now)
+
+
+def take_parameters(parts: Any, state: dict[str, Any], trained: DictConfig, cfg: DictConfig) -> None:
+    """Load the run's parameters into `parts` built for the evaluation's setting: a head of another number of
+    classes is refused unless `eval.head=zero` starts every task's head at zero."""
+    import torch
+
+    head = cfg.eval.get("head", "last")
+    if head not in HEAD:
+        raise ConfigError(f"`eval.head={head}` is unknown. Use `eval.head=last` (the trained head) or `eval.head=zero`"
+                          " (every task's head starts at zero, for another number of classes).")
+    model = parts.model.state_dict()
+    wrong = [k for k, v in state["params"].items() if k in model and model[k].shape != v.shape]
+    if head == "last" and wrong:
+        raise ConfigError(
+            f"the run trained a {trained.ways}-way head ({', '.join(wrong)}: {list(state['params'][wrong[0]].shape)}), "
+            f"which cannot give {cfg.ways}-way predictions. Evaluate with `ways={trained.ways}`, or add "
+            "`eval.head=zero` to start every test task's head at zero and let the inner loop fit it (for "
+            "algorithms whose inner loop adapts the head).")
+    if head == "zero":
+        _zero_head_possible(parts, state, cfg)
+    params = {k: v for k, v in state["params"].items() if head == "last" or not k.startswith("head.")}
+    parts.model.load_state_dict(params, strict=head == "last")
+    with torch.no_grad():
+        if head == "zero":
+            for p in parts.model.head.parameters():
+                p.zero_()
+        for k, v in (state.get("meta_params") or {}).items():
+            parts.meta[k].copy_(v)
+
+
+def _zero_head_possible(parts: Any, state: dict[str, Any], cfg: DictConfig) -> None:
+    algo = parts.algo
+    if not algo.moves_parameters:
+        raise ConfigError(f"`eval.head=zero` needs an inner loop that fits the head, but algo={algo.name} adapts only "
+                          "its context vector: a zero head would predict nothing. Evaluate with the trained number "
+                          "of classes and `eval.head=last`.")
+    shaped = [k for k, v in (state.get("meta_params") or {}).items() if parts.meta[k].shape != v.shape]
+    if shaped:
+        raise ConfigError(f"algo={algo.name} learned meta-parameters shaped like the trained head "
+                          f"({', '.join(shaped)}), which do not fit a {cfg.ways}-way head. Evaluate with the trained "
+                          "number of classes.")
