@@ -10,14 +10,17 @@ import pytest
 from test_learner import scores_csv, trained
 
 
-@pytest.fixture(scope="module")
-def run(forker, tmp_path_factory, synthetic_omniglot):
-    """A tiny 3-way 1-shot Omniglot-shaped MAML run."""
-    root = tmp_path_factory.mktemp("reevaluate")
-    return trained(forker, root / "run", "data=omniglot", f"data.root={synthetic_omniglot.data}",
+def image_run(forker, root: Path, synthetic_omniglot, *overrides: str) -> Path:
+    return trained(forker, root / "run", *overrides, "data=omniglot", f"data.root={synthetic_omniglot.data}",
                    f"data.split_dir={synthetic_omniglot.splits['vinyals']}",
                    f"data.cache_dir={root / 'cache'}", "ways=3", "shots=1", "queries=2", "train.queries=2",
                    "model.filters=8", "eval.tasks=6")
+
+
+@pytest.fixture(scope="module")
+def run(forker, tmp_path_factory, synthetic_omniglot):
+    """A tiny 3-way 1-shot Omniglot-shaped MAML run."""
+    return image_run(forker, tmp_path_factory.mktemp("reevaluate"), synthetic_omniglot)
 
 
 def results(folder: Path) -> dict:
@@ -70,6 +73,15 @@ def test_another_number_of_classes_needs_a_zero_head(forker, run):
     evaluated(forker, run, "ways=2", "eval.head=zero")
     record = results(run / "eval" / "+eval.head=zero,ways=2")
     assert record["ways"] == 2 and record["head"] == "zero" and 0 <= record["mean"] <= 1
+
+
+@pytest.mark.parametrize(("algo", "phrase"), [
+    ("cavia", "algo=cavia adapts only its context vector"),
+    ("meta_sgd", "algo=meta_sgd learned meta-parameters shaped like the trained head (algo.lr.head.weight"),
+])
+def test_a_zero_head_needs_an_inner_loop_that_fits_it(forker, tmp_path, synthetic_omniglot, algo, phrase):
+    folder = image_run(forker, tmp_path, synthetic_omniglot, f"algo={algo}")
+    assert phrase in refused(forker, folder, "ways=2", "eval.head=zero")
 
 
 @pytest.mark.parametrize(("overrides", "phrase"), [
