@@ -146,3 +146,15 @@ def test_half_written_checkpoint(runs, tmp_path):
     (folder / "checkpoint.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(LearnerError, match="cannot be read as a metarun checkpoint: it is cut short"):
         metarun.load(folder)
+
+
+@pytest.mark.cuda
+def test_a_cpu_run_adapts_and_predicts_on_a_gpu(image_run):
+    on_gpu, on_cpu = metarun.load(image_run, device="cuda"), metarun.load(image_run, device="cpu")
+    assert on_gpu.device.type == "cuda" and next(on_gpu.parts.model.parameters()).is_cuda
+    x = on_cpu.prepare(np.stack([np.eye(28, dtype=np.uint8) * 255] * 3))  # CPU inputs go to the learner's device
+    logits = on_gpu.adapt(x, torch.arange(3)).predict(x)
+    assert logits.is_cuda
+    torch.testing.assert_close(logits.cpu(), on_cpu.adapt(x, torch.arange(3)).predict(x), rtol=1e-4, atol=1e-4)
+    gpu_scores = on_gpu.evaluate(on_gpu.test_stream())
+    assert gpu_scores.device.type == "cpu" and len(gpu_scores) == len(scores_csv(image_run))
