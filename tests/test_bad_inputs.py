@@ -104,6 +104,11 @@ CONFIG = [
                  id="unknown-activation"),
     pytest.param(["outer.decay=1.5"], ["`outer.decay=1.5` is invalid: the step decay factor must be in (0, 1]"],
                  id="step-decay-above-one"),
+    pytest.param(["eval.select=first"], ["`eval.select=first` is unknown", "`eval.select=last`", "`eval.select=best`"],
+                 id="unknown-select"),
+    pytest.param(["eval.select=best", "eval.val_tasks=0"], ["`eval.select=best` tests the parameters of the best "
+                                                            "validation, but `eval.val_tasks=0` turns validation off",
+                                                            "or use `eval.select=last`"], id="best-without-validation"),
 ]
 
 

@@ -13,13 +13,14 @@ from metarun.config import ConfigError, continuing_differences, describe_differe
 from metarun.files import atomic_writer
 
 FILENAME = "checkpoint.pt"
+BEST = "best.pt"  # with eval.select=best: the parameters of the best validation mean so far
 FORMAT = 1  # raised when a checkpoint's keys change meaning; readers refuse a newer one by name
 
 
-def save(out_dir: Path, state: dict[str, Any]) -> Path:
+def save(out_dir: Path, state: dict[str, Any], filename: str = FILENAME) -> Path:
     import torch
 
-    path = Path(out_dir) / FILENAME
+    path = Path(out_dir) / filename
     # Serialised in memory first: torch.save reports a failed write (a full disk) as a RuntimeError that names
     # neither the file nor the cause, while a plain write raises the OSError itself.
     buffer = io.BytesIO()
@@ -29,10 +30,10 @@ def save(out_dir: Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load(out_dir: Path) -> dict[str, Any]:
+def load(out_dir: Path, filename: str = FILENAME) -> dict[str, Any]:
     import torch
 
-    return torch.load(Path(out_dir) / FILENAME, map_location="cpu", weights_only=False)
+    return torch.load(Path(out_dir) / filename, map_location="cpu", weights_only=False)
 
 
 def saved_iteration(out_dir: Path) -> int | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import II, MISSING, DictConfig
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -55,6 +55,8 @@ class EvalConfig:
     # BatchNorm at test time: true = statistics of the query batch (MAML's and Reptile's
     # default); false = each query example normalised with the support set's statistics only.
     transductive: bool = True
+    # Which parameters the final test takes: the last iteration's, or those of the best validation mean.
+    select: str = "last"
 
 
 @dataclass
@@ -356,6 +358,7 @@ def check(cfg: DictConfig) -> None:
                           "Set e.g. `outer.decay=0.9 outer.decay_every=5000`, or `outer.decay=1` for none.")
     if cfg.logger not in ("csv", "tensorboard"):
         raise ConfigError(f"`logger={cfg.logger}` is unknown. Valid values: csv, tensorboard.")
+    _check_select(cfg)
     if cfg.eval.val_tasks == 1:
         raise ConfigError(
             "`eval.val_tasks=1` is too few for a confidence interval. Set `eval.val_tasks=100`, "
@@ -501,7 +504,8 @@ EXECUTION_ONLY = {"exec.mode", "exec.chunk", "exec.workers", "exec.backend", "ex
 ADDED = {"exec.tf32": False, "exec.autocast": "none", "inner.sub_batches": 1, "outer.decay": 1.0,
          "outer.decay_every": 0, "outer.clip_value": 0.0, "model.activation": "relu", "algo.inner_state": "fresh",
          "outer.cosine": False, "outer.lr_min": 0.0, "algo.msl_epochs": 0, "algo.lslr": False, "algo.bnwb": False,
-         "algo.first_order_epochs": 0, "algo.epoch_iterations": 500, "exec.backend": "auto", "exec.timeout": 300.0}
+         "algo.first_order_epochs": 0, "algo.epoch_iterations": 500, "exec.backend": "auto", "exec.timeout": 300.0,
+         "eval.select": "last"}
 # Weightings became objects (`weighting._target_`, given by weighting.name); uniform weighting has no
 # `weighting.vectors` since, which older runs carried without using it.
 WEIGHTING_OBJECTS = {"weighting._target_"}
@@ -513,6 +517,17 @@ def _dropped(saved: dict, config: dict) -> set[str]:
     if lookup(saved, "weighting.name") == "uniform" and lookup(config, "weighting.vectors") is None:
         keys.add("weighting.vectors")
     return keys
+
+
+def _check_select(cfg: DictConfig) -> None:
+    select = OmegaConf.select(cfg, "eval.select", default="last")
+    if select not in ("last", "best"):
+        raise ConfigError(f"`eval.select={select}` is unknown. Use `eval.select=last` (test the last iteration's "
+                          "parameters) or `eval.select=best` (those of the best validation mean).")
+    if select == "best" and not cfg.eval.val_tasks:
+        raise ConfigError("`eval.select=best` tests the parameters of the best validation, but `eval.val_tasks=0` "
+                          "turns validation off. Set `eval.val_tasks=100` (validated every `train.eval_every` "
+                          "iterations), or use `eval.select=last`.")
 
 
 def continuing_differences(saved: dict, config: dict) -> list[str]:

@@ -57,7 +57,7 @@ def read_state(folder: Path, select: str | None = None) -> tuple[dict[str, Any],
         raise LearnerError(f"`select={chosen}` is unknown. Use `select='last'` (the last checkpoint), `'best'` "
                            "(the best validation's parameters, for runs with eval.select=best) or None (the run's "
                            "own choice).")
-    path = last if chosen == "last" else folder / getattr(checkpoint, "BEST", "best.pt")
+    path = last if chosen == "last" else folder / checkpoint.BEST
     if not path.is_file():
         raise LearnerError(
             f"{folder} holds no {path.name}: only runs trained with `eval.select=best` keep the parameters of "

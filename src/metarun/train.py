@@ -18,6 +18,7 @@ from tqdm import tqdm
 from metarun import __version__, checkpoint, precision
 from metarun.algorithms import TaskGrads
 from metarun.build import Parts, build
+from metarun.config import ConfigError
 from metarun.distributed import SOLO, World
 from metarun.evaluate import evaluate
 from metarun.functional import Params, weighted_sum
@@ -202,6 +203,31 @@ def test_record(cfg: DictConfig, parts: Parts, after: list[float], before: list[
     }
 
 
+def improves(mean: float, best: dict | None, higher_is_better: bool) -> bool:
+    """Whether a validation mean is strictly better than the best so far (the first always is)."""
+    return best is None or (mean > best["val_mean"] if higher_is_better else mean < best["val_mean"])
+
+
+def kept(parts: Parts) -> dict:
+    """The parameters a test takes: the model's and the algorithm's meta-parameters."""
+    return {"params": parts.model.state_dict(), "meta_params": {k: v.detach() for k, v in parts.meta.items()}}
+
+
+def take_best(parts: Parts, out_dir: Path, best: dict | None) -> dict:
+    """Load best.pt into the parts for the final test (every rank reads it, once rank 0 has written it)."""
+    parts.world.barrier()
+    path = out_dir / checkpoint.BEST
+    state = checkpoint.load(out_dir, checkpoint.BEST) if path.is_file() else None
+    if best is None or state is None or int(state["iteration"]) != best["iteration"]:
+        found = "missing" if state is None else f"from iteration {state['iteration']}"
+        raise ConfigError(
+            f"{path} is {found}, but this run's best validation was at iteration "
+            f"{None if best is None else best['iteration']}: the file was changed or removed outside metarun. "
+            "Run again in a new folder (or delete the folder's checkpoint.pt to train this one over).")
+    parts.load(state)
+    return {"iteration": best["iteration"], "val_mean": best["val_mean"]}
+
+
 def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = None) -> tuple[dict, float]:
     """Train and test as `cfg` says; returns the results record and the final validation metric.
 
@@ -219,12 +245,14 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg))
     # The task stream has its own generator so that model init and sampling are independent.
     generator = torch.Generator().manual_seed(cfg.seed)
-    first, elapsed, last_val = 1, 0.0, None
+    first, elapsed, last_val, best = 1, 0.0, None, None
+    select = OmegaConf.select(cfg, "eval.select", default="last")
     if saved is not None:
         parts.load(saved)
         algo.load_state_dict(saved.get("algo") or {})
         restore(saved, optimizer, schedule, generator)
         first, elapsed, last_val = saved["iteration"] + 1, saved["seconds"], saved["val_mean"]
+        best = saved.get("best")
     tf32 = precision.use_tf32(cfg.exec.tf32, device)
 
     def test(split: str, n_tasks: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,11 +265,12 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
 
     def state(iteration: int) -> dict:
         # Everything needed to continue the run exactly, config included.
-        return {"params": parts.model.state_dict(), "meta_params": {k: v.detach() for k, v in parts.meta.items()},
+        return {**kept(parts),
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "algo": algo.state_dict(),
                 "iteration": iteration, "task_rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "seconds": elapsed + time.perf_counter() - start, "val_mean": last_val, "config": config}
+                "seconds": elapsed + time.perf_counter() - start, "val_mean": last_val, "best": best,
+                "config": config}
 
     if accepted is not None:
         accepted()
@@ -278,6 +307,10 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
             if validating and cfg.eval.val_tasks:
                 row["val_mean"], row["val_ci95"] = validate()
                 last_val = row["val_mean"]
+                if select == "best" and improves(last_val, best, source.higher_is_better):
+                    best = {"iteration": it, "val_mean": last_val}
+                    if world.main:  # before this iteration's checkpoint, which records it as the best
+                        checkpoint.save(out_dir, {**kept(parts), **best, "config": config}, checkpoint.BEST)
             if len(row) > 2:
                 row["seconds"] = round(elapsed + time.perf_counter() - start, 3)
                 log.write(row)
@@ -294,12 +327,14 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
     log.close()
     train_seconds = elapsed + time.perf_counter() - start
 
+    tested = take_best(parts, out_dir, best) if select == "best" else {"iteration": iterations, "val_mean": last_val}
     after, before = (t.tolist() for t in test("test", cfg.eval.tasks, cfg.eval.seed))
     val = ci95(after)[0] if last_val is None else last_val  # the last iteration validates unless val_tasks=0
     record = {
         **test_record(cfg, parts, after, before, tf32), "val_mean": val,
         "seconds": round(elapsed + time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
         "resumed_from": None if saved is None else saved["iteration"],
+        "select": select, "tested_iteration": tested["iteration"], "tested_val_mean": tested["val_mean"],
     }
     if world.main:
         write_scores(out_dir, after, before)
