@@ -9,10 +9,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from metarun.cli import config_dir
-from metarun.config import ALGORITHMS, WEIGHTINGS, ConfigError, check, register
+from metarun.config import ALGORITHMS, WEIGHTINGS, ConfigError, check, continuing_differences, register
 
 register()
 
@@ -79,6 +80,8 @@ def test_wrong_type_fails_at_compose_time():
         ("train.meta_batch=0", "train.meta_batch=0"),
         ("eval.tasks=1", "eval.tasks=1"),
         ("eval.val_tasks=1", "eval.val_tasks=1"),
+        ("eval.select=first", "eval.select=first"),
+        ("eval.select=best eval.val_tasks=0", "eval.select=best"),
         ("exec.mode=threads", "exec.mode=threads"),
         ("device=tpu", "device=tpu"),
         ("algo=reptile algo.inner_optimizer=rmsprop", "algo.inner_optimizer=rmsprop"),
@@ -99,6 +102,14 @@ def test_meaningless_values_are_rejected_with_the_setting_named(override, named)
         check(cfg)
     message = str(err.value)
     assert f"`{named}`" in message and "\n" not in message
+
+
+def test_a_checkpoint_from_before_eval_select_continues_only_as_last():
+    now = OmegaConf.to_container(make(), resolve=True)
+    older = {**now, "eval": {k: v for k, v in now["eval"].items() if k != "select"}}
+    assert continuing_differences(older, now) == []  # it tested the last iteration's parameters
+    best = OmegaConf.to_container(make("eval.select=best"), resolve=True)
+    assert continuing_differences(older, best) == ["eval.select"]  # it tracked no best to continue from
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,18 @@ def test_identical_runs_are_both_shown_named_by_their_folders(tmp_path):
                               "maml + uniform (run tuesday/run)": "0.6 ± 0.01"}
 
 
+def test_runs_that_differ_only_in_which_parameters_they_tested_get_a_row_each(tmp_path):
+    job(tmp_path / "configs", "last", 0.5, base(eval__select="last"))
+    job(tmp_path / "configs", "best", 0.4, base(eval__select="best"))
+    assert rows(tmp_path / "configs") == {"maml + uniform (eval.select=best)": "0.4 ± 0.01",
+                                          "maml + uniform (eval.select=last)": "0.5 ± 0.01"}
+    for select, mean in (("last", 0.5), ("best", 0.4)):  # results.json alone: its `select` field tells them apart
+        (tmp_path / "records" / select).mkdir(parents=True)
+        write_results(tmp_path / "records" / select, record("maml", "uniform", mean) | {"select": select})
+    assert rows(tmp_path / "records") == {"maml + uniform (select=best)": "0.4 ± 0.01",
+                                          "maml + uniform (select=last)": "0.5 ± 0.01"}
+
+
 @pytest.mark.parametrize("metric", ["mse", "accuracy"])
 def test_one_run_table_without_pandas_is_the_table_metarun_table_prints(tmp_path, metric):
     run = record("reptile", "agreement", 0.81234) | {"metric": metric, "ci95": 0.0123}

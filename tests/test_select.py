@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,25 @@ def test_killed_at_a_new_best_resumes_to_the_same_test(forker, tmp_path, best_ru
     again, first = (torch.load(f / "best.pt", weights_only=False) for f in (folder, best_run))
     assert again["iteration"] == first["iteration"]
     assert all(torch.equal(again["params"][k], first["params"][k]) for k in first["params"])
+
+
+def test_killed_after_the_best_the_resumed_run_keeps_tracking_it(forker, tmp_path, best_run):
+    folder = tmp_path / "killed"
+    # Before iteration 40's checkpoint lands: the run continues from iteration 30's, which must remember that 30
+    # was the best, or iteration 40's worse validation would count as a first best and be tested.
+    out = forker.run(*RUN, "eval.select=best", f"hydra.run.dir={folder}",
+                     patch=("kill_at_replace", {"name": "checkpoint.pt", "call": 4, "after": False}))
+    assert out.returncode == -9, out.stderr
+    vals = validations(best_run)
+    assert torch.load(folder / "checkpoint.pt", weights_only=False)["best"] == {"iteration": 30, "val_mean": vals[30]}
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    finished(forker, folder, "eval.select=best")
+    record = results(folder)
+    assert (record["resumed_from"], record["tested_iteration"], record["tested_val_mean"]) == (30, 30, vals[30])
+    assert record["mean"] == results(best_run)["mean"] and scores_csv(folder) == scores_csv(best_run)
+
+    (damaged / "best.pt").unlink()  # the parameters the run would test are gone: no test of others in their place
+    out = forker.run(*RUN, "eval.select=best", f"hydra.run.dir={damaged}")
+    assert out.returncode != 0 and "best.pt is missing" in out.stderr and "iteration 30" in out.stderr, out.stderr
+    assert not (damaged / "results.json").exists()

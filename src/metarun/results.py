@@ -164,6 +164,8 @@ def settings_record(cfg: Any) -> dict[str, Any]:
         "seed": cfg.seed, "iterations": cfg.train.iterations,
         "meta_batch": cfg.train.meta_batch, "inner_steps": cfg.inner.steps, "inner_lr": cfg.inner.lr,
         "eval_steps": cfg.eval.steps, "eval_lr": cfg.eval.lr, "eval_seed": cfg.eval.seed,
+        # Which parameters were tested; configs from before the setting tested the last iteration's.
+        "select": cfg.eval.get("select", "last"),
     }
 
 
@@ -213,7 +215,7 @@ def method_label(run: Mapping[str, Any]) -> str:
 # results.json fields that are settings: what tells apart runs whose folder records no config.
 RECORD_SETTINGS = ("seed", "iterations", "meta_batch", "queries", "train_shots", "train_queries", "inner_steps",
                    "inner_lr", "eval_steps", "eval_lr", "eval_seed", "model", "model_settings", "weighting_vectors",
-                   "device")
+                   "select", "device")
 GROUPS = ("data", "model", "algo", "weighting")
 
 

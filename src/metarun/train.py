@@ -334,7 +334,7 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
         **test_record(cfg, parts, after, before, tf32), "val_mean": val,
         "seconds": round(elapsed + time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
         "resumed_from": None if saved is None else saved["iteration"],
-        "select": select, "tested_iteration": tested["iteration"], "tested_val_mean": tested["val_mean"],
+        "tested_iteration": tested["iteration"], "tested_val_mean": tested["val_mean"],  # `select`: in settings_record
     }
     if world.main:
         write_scores(out_dir, after, before)
