@@ -147,7 +147,7 @@ def _test(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from metarun.learner import read_state
     from metarun.results import read_results, write_results, write_scores
     from metarun.tasks import fixed_stream
-    from metarun.train import test_record
+    from metarun.train import tested_record
 
     start = time.perf_counter()
     state, path = read_state(run_dir, cfg.eval.get("select"))
@@ -159,7 +159,7 @@ def _test(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                           cfg.eval.seed)
     after, before = (t.tolist() for t in evaluate(parts, stream, cfg.eval.steps, cfg.eval.lr))
     original = read_results(run_dir / "results.json")
-    record = {**test_record(cfg, parts, after, before, tf32), "evaluation_of": str(run_dir), "checkpoint": path.name,
+    record = {**tested_record(cfg, parts, after, before, tf32), "evaluation_of": str(run_dir), "checkpoint": path.name,
               "checkpoint_iteration": int(state["iteration"]), "head": cfg.eval.get("head", "last"),
               "val_mean": state.get("val_mean"), "train_seconds": original.get("train_seconds"),
               "seconds": round(time.perf_counter() - start, 2), "torch": torch.__version__}

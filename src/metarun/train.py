@@ -185,7 +185,7 @@ def bn_mode(parts: Parts) -> str:
     return "transductive" if parts.objective.transductive else "support-statistics"
 
 
-def test_record(cfg: DictConfig, parts: Parts, after: list[float], before: list[float], tf32: bool) -> dict:
+def tested_record(cfg: DictConfig, parts: Parts, after: list[float], before: list[float], tf32: bool) -> dict:
     """The results record of a test of `parts` under `cfg` (per-task scores after and before adaptation, TF32
     on or off): a training run's and a re-evaluation's (metarun-eval)."""
     source, executor, world = parts.source, parts.executor, parts.world
@@ -331,7 +331,7 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
     after, before = (t.tolist() for t in test("test", cfg.eval.tasks, cfg.eval.seed))
     val = ci95(after)[0] if last_val is None else last_val  # the last iteration validates unless val_tasks=0
     record = {
-        **test_record(cfg, parts, after, before, tf32), "val_mean": val,
+        **tested_record(cfg, parts, after, before, tf32), "val_mean": val,
         "seconds": round(elapsed + time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
         "resumed_from": None if saved is None else saved["iteration"],
         "tested_iteration": tested["iteration"], "tested_val_mean": tested["val_mean"],  # `select`: in settings_record
