@@ -91,6 +91,7 @@ def test_a_zero_head_needs_an_inner_loop_that_fits_it(forker, tmp_path, syntheti
     (["data.image_size=32"], "would change the trained model (model.image_size: 28 -> 32)"),
     (["eval.head=first"], "`eval.head=first` is unknown"),
     (["nosuchkey=1"], "nosuchkey"),
+    (["eval.select=best"], "holds no best.pt: only runs trained with `eval.select=best`"),
 ])
 def test_settings_of_the_trained_model_are_refused(forker, run, overrides, phrase):
     assert phrase in refused(forker, run, *overrides)

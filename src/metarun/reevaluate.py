@@ -112,9 +112,11 @@ def job(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(os.environ[RUN_ENV])
     out_dir = run_dir / "eval" / (hc.job.override_dirname or "as_trained")
+    from metarun.learner import LearnerError
+
     try:
         record = reevaluate(run_dir, cfg, out_dir)
-    except ConfigError as e:
+    except (ConfigError, LearnerError) as e:  # LearnerError: the run's checkpoint cannot be read
         print(f"metarun-eval: error: {e}", file=sys.stderr)
         sys.exit(2)
     from metarun.results import RESULTS, run_table
@@ -131,7 +133,8 @@ def reevaluate(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from metarun.results import RESULTS, read_results
 
     cfg = pinned(cfg, OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
-    check(cfg)
+    # An evaluation does not validate: whether `best` can be had is best.pt's to say, not eval.val_tasks'.
+    check(OmegaConf.merge(cfg, {"eval": {"select": "last"}}))
     config = OmegaConf.to_container(cfg, resolve=True)
     if rundir.claim(out_dir, config, f"other overrides, or delete {out_dir}") is not None:
         return read_results(out_dir / RESULTS)
@@ -139,8 +142,6 @@ def reevaluate(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def _test(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    import torch
-
     from metarun import precision, rundir
     from metarun.build import build
     from metarun.evaluate import evaluate
@@ -162,7 +163,7 @@ def _test(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     record = {**tested_record(cfg, parts, after, before, tf32), "evaluation_of": str(run_dir), "checkpoint": path.name,
               "checkpoint_iteration": int(state["iteration"]), "head": cfg.eval.get("head", "last"),
               "val_mean": state.get("val_mean"), "train_seconds": original.get("train_seconds"),
-              "seconds": round(time.perf_counter() - start, 2), "torch": torch.__version__}
+              "seconds": round(time.perf_counter() - start, 2)}
     rundir.accept(out_dir, cfg)
     write_scores(out_dir, after, before)
     write_results(out_dir, record)
