@@ -11,16 +11,25 @@ from metarun.files import atomic_write
 from metarun.results import build_table, ci95, load_runs, run_table, write_results, write_table
 
 
-def test_ci95_on_a_known_vector():
-    # mean 5, sample variance (Bessel) = 32/7, n = 8.
+def test_ci95_on_a_known_vector_is_students_t():
+    # mean 5, sample variance (Bessel) = 32/7, n = 8: t(0.975, 7) = 2.3646 (tables), not 1.96.
     mean, half = ci95([2, 4, 4, 4, 5, 5, 7, 9])
     assert mean == pytest.approx(5.0)
-    assert half == pytest.approx(1.96 * math.sqrt(32 / 7 / 8))
+    assert half == pytest.approx(2.364624 * math.sqrt(32 / 7 / 8), rel=1e-6)
 
 
-def test_ci95_needs_two_scores():
-    with pytest.raises(ValueError, match="at least 2"):
-        ci95([1.0])
+def test_ci95_of_two_tasks_is_the_t_interval():
+    # scores [0.2, 0.4]: sd = 0.1414, t(0.975, 1) = 12.706 -> ±1.2706; the normal interval said ±0.196.
+    mean, half = ci95([0.2, 0.4])
+    assert mean == pytest.approx(0.3)
+    assert half == pytest.approx(1.270620, rel=1e-5)
+
+
+def test_ci95_of_one_score_has_no_interval():
+    mean, half = ci95([0.7])
+    assert mean == 0.7 and math.isnan(half)
+    with pytest.raises(ValueError, match="at least one"):
+        ci95([])
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path):

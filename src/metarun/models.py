@@ -120,8 +120,9 @@ class Conv4(nn.Module):
     """The few-shot Conv4: `body` (four conv blocks) and a linear `head` over `out_features` classes.
 
     Finn et al. 2017: Omniglot 64 filters, stride-2 convs, features averaged over the final
-    2x2 map; miniImageNet 32 filters with max-pooling, flattened. Reptile and MAML++ use 64
-    filters with max-pooling, flattened. The `model/` configs name these variants.
+    2x2 map; miniImageNet 32 filters with max-pooling, flattened. MAML++ uses 64 filters with
+    max-pooling, flattened; Reptile on Omniglot the stride-2 network, flattened. The `model/`
+    configs name these variants.
     """
 
     def __init__(self, in_channels: int, image_size: int, out_features: int, filters: int = 64,

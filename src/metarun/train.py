@@ -23,7 +23,7 @@ from metarun.distributed import SOLO, World
 from metarun.evaluate import evaluate
 from metarun.functional import Params, weighted_sum
 from metarun.loggers import tensorboard_log
-from metarun.results import METRICS, MetricsLog, ci95, settings_record, write_results, write_scores
+from metarun.results import CI_METHOD, METRICS, MetricsLog, ci95, settings_record, write_results, write_scores
 from metarun.signals import Interrupted, stop_requests
 from metarun.tasks import Episode, fixed_stream
 from metarun.weighting import Weighting
@@ -193,7 +193,7 @@ def tested_record(cfg: DictConfig, parts: Parts, after: list[float], before: lis
     return {
         **settings_record(cfg), "data": source.name, "task_kind": source.kind,
         "metric": source.metric, "higher_is_better": source.higher_is_better,
-        "mean": mean, "ci95": half, "n_tasks": len(after), "scores_file": "scores.csv",
+        "mean": mean, "ci95": half, "ci95_method": CI_METHOD, "n_tasks": len(after), "scores_file": "scores.csv",
         "mean_before": ci95(before)[0], "ci95_before": ci95(before)[1],
         "bn_mode": bn_mode(parts), **source.record(), **parts.weighting.record(),
         "exec_mode": executor.mode, "world_size": world.size, "backend": world.backend,
