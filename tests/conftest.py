@@ -1,13 +1,91 @@
 from __future__ import annotations
 
 import os
+import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_DATA = "METARUN_REQUIRE_DATA"  # "1" (CI): a missing real dataset fails the suite instead of skipping
+
+
+# ---- process-wide state: no test may leave it changed ------------------------------------------------------------
+
+def _tf32() -> tuple[Any, Any]:
+    # torch 2.14 raises from these getters once its fp32_precision settings disagree: that is a change too.
+    try:
+        return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    except RuntimeError as e:
+        return str(e), None
+
+
+# Set by pytest for each phase, and by torch once when it first loads its compiler (a cache folder): not a test's.
+OWN_ENV = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"}
+
+
+def _environ() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in OWN_ENV}
+
+
+def _set_environ(saved: dict[str, str]) -> None:
+    for key in set(os.environ) - set(saved) - OWN_ENV:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
+# What a test may not leave changed: name -> (read, restore).
+PROCESS_STATE: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {
+    "torch threads (torch.set_num_threads)": (torch.get_num_threads, torch.set_num_threads),
+    "torch default dtype": (torch.get_default_dtype, torch.set_default_dtype),
+    "torch deterministic algorithms": (
+        lambda: (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()),
+        lambda v: torch.use_deterministic_algorithms(v[0], warn_only=v[1])),
+    "torch grad mode": (torch.is_grad_enabled, torch.set_grad_enabled),
+    "TF32 flags (torch.backends...allow_tf32)": (_tf32, lambda v: None),
+    "os.environ": (_environ, _set_environ),
+    "working directory": (os.getcwd, os.chdir),
+}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_state(request):
+    """Fails the test that leaves process-wide state changed, naming it, and restores it, so that tests pass alone,
+    together and in any order. The global RNGs (torch, numpy, random) are restored after every test, so each test
+    starts from the same generator states whatever ran before; they are not failed on, because building any model
+    draws its initial weights from torch's global generator (nn.Module's own initialisation)."""
+    before = {name: read() for name, (read, _) in PROCESS_STATE.items()}
+    rngs = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    yield
+    after = {name: read() for name, (read, _) in PROCESS_STATE.items()}
+    changed = [name for name in PROCESS_STATE if after[name] != before[name]]
+    for name in changed:
+        PROCESS_STATE[name][1](before[name])
+    torch.set_rng_state(rngs[0])
+    np.random.set_state(rngs[1])
+    random.setstate(rngs[2])
+    if changed:
+        said = [name if name != "os.environ" else "os.environ (" + ", ".join(sorted(
+            k for k in before[name].keys() | after[name].keys() if before[name].get(k) != after[name].get(k))) + ")"
+            for name in changed]
+        pytest.fail(f"{request.node.nodeid} left process-wide state changed: {'; '.join(said)}. Change it inside "
+                    "the test and restore it (the `one_thread` fixture, monkeypatch), or change it in a subprocess.",
+                    pytrace=False)
+
+
+@pytest.fixture
+def one_thread():
+    """torch's intra-op threads pinned to 1 for this test, restored after it: for comparing in this process with a
+    run made in a subprocess of one thread (the `forker` runs), whose float32 reductions then add in the same
+    order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def real_data() -> Path:

@@ -82,7 +82,7 @@ CONFIG = [
                                   "Set e.g. `outer.lr=0.01`"], id="zero-outer-lr"),
     pytest.param(["inner.lr=-0.1"], ["`inner.lr=-0.1` is invalid", "Set e.g. `inner.lr=0.01`"],
                  id="negative-inner-lr"),
-    pytest.param(["eval.tasks=1"], ["`eval.tasks=1` is too few", "Set `eval.tasks=1000`"], id="one-test-task"),
+    pytest.param(["eval.tasks=0"], ["`eval.tasks=0` is invalid", "must be greater than 0"], id="no-test-task"),
     pytest.param(["device=cuda"], ["`device=cuda` was asked for, but this machine has no usable CUDA GPU",
                                    "Use `device=cpu`"], id="cuda-without-a-gpu"),
     pytest.param(CARRY + ["exec.mode=vmap"], ["`algo.inner_state=carry` makes each task's inner loop start from the "

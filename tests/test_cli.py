@@ -54,6 +54,17 @@ def test_tiny_run_writes_its_files(tmp_path, cli_env):
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
 
 
+def test_one_test_task_is_a_score_without_an_interval(tmp_path, cli_env):
+    run_dir = tmp_path / "run"
+    overrides = [o for o in TINY if not o.startswith("eval.tasks")]
+    out = metarun(*overrides, "eval.tasks=1", f"hydra.run.dir={run_dir}", env=cli_env)
+    assert out.returncode == 0, out.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["n_tasks"] == 1 and results["ci95"] is None and results["ci95_before"] is None
+    assert results["ci95_method"] == "t"
+    assert "(1 task: no CI)" in out.stdout and "nan" not in out.stdout
+
+
 def test_multirun_then_table_has_a_row_per_job(tmp_path, cli_env):
     sweep = tmp_path / "sweep"
     out = metarun("-m", "algo=maml,reptile", "weighting=uniform,agreement", *TINY,

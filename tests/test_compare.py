@@ -24,11 +24,12 @@ def make_run(folder: Path, scores: list[float], seed: int = 0, weighting: str = 
     n = len(scores)
     mean = sum(scores) / n
     sd = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1))
-    record = {"data": "omniglot", "task_kind": "classification", "ways": 5, "shots": 1, "queries": 1,
+    # 5 ways x 20 queries: every per-task accuracy is a multiple of 0.01, as a real run's would be.
+    record = {"data": "omniglot", "task_kind": "classification", "ways": 5, "shots": 1, "queries": 20,
               "algo": "fomaml", "weighting": weighting, "metric": metric, "higher_is_better": metric == "accuracy",
               "mean": mean, "ci95": 1.96 * sd / math.sqrt(n), "n_tasks": n, "scores_file": "scores.csv",
               "seed": seed, "eval_seed": eval_seed, "rotate_test": True, "image_size": 28, "test_classes": 1692}
-    config = {"seed": seed, "ways": 5, "shots": 1, "queries": 1, "device": "cpu",
+    config = {"seed": seed, "ways": 5, "shots": 1, "queries": 20, "device": "cpu",
               "algo": {"name": "fomaml"}, "weighting": {"name": weighting, "vectors": "auto"},
               "inner": {"steps": 1, "lr": inner_lr}, "eval": {"seed": eval_seed, "chunk": 100, "tasks": n},
               "data": {"name": "omniglot", "root": f"/somewhere/{seed}"}, "train": {"log_every": 10}}
@@ -80,6 +81,28 @@ def test_seed_paired_with_seed_across_a_sweep(tmp_path, capsys):
     c = compare(load_side(sweep, ["weighting=agreement"], "A")[0], load_side(sweep, ["weighting=uniform"], "B")[0])
     assert c.across.half == pytest.approx(4.3027 * 0.05 / math.sqrt(3), rel=1e-4)
     assert sorted(c.per_seed) == [0, 1, 2]
+
+
+def test_two_single_runs_of_different_seeds_are_paired_over_their_test_tasks(tmp_path, capsys):
+    a = make_run(tmp_path / "a", A, seed=3, weighting="agreement")
+    b = make_run(tmp_path / "b", B, seed=5)
+    assert main([str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "seeds 3 (A) and 5 (B): A 75.00, B 60.00, A − B = +15.00" in out
+    assert "note: A was trained with seed 3, B with seed 5: paired over their shared test tasks, the difference " \
+           "holds seed-to-seed variation as well as the methods'" in out
+    # Folders of several seeds still pair seed with seed, and refuse when no seed is shared.
+    make_run(tmp_path / "c" / "s1", A, 1)
+    make_run(tmp_path / "c" / "s2", A, 2)
+    assert main([str(tmp_path / "c"), str(b)]) == 2
+    assert "no seed in common to pair" in error(capsys)
+
+
+def test_accuracies_off_the_ways_times_queries_grid_are_refused(tmp_path, capsys):
+    a = make_run(tmp_path / "a", [0.805, 0.6, 1.0, 0.6])
+    b = make_run(tmp_path / "b", B)
+    assert main([str(a), str(b)]) == 2
+    assert "score(s) are not multiples of 1/100" in error(capsys)
 
 
 def test_a_seed_on_one_side_only_is_named(tmp_path, capsys):
@@ -176,3 +199,22 @@ def test_paired_study_pairs_seeds_within_each_setting_and_names_failures(tmp_pat
     assert table.loc["0.02", "left out"] == ("seed 2 agreement: failed: training diverged at iteration 7; "
                                              "seed 2 only in uniform")
     assert summary(table.reset_index(), "agreement").startswith("2 settings: agreement better in 1, worse in 1")
+
+
+def test_study_verdicts_come_from_holm_adjusted_p_values(tmp_path):
+    from metarun.study import P_HOLM, P_RAW, paired_study, summary
+
+    sweep = tmp_path / "sweep"
+    for lr in ("0.01", "0.02", "0.03", "0.04"):
+        for seed, shift in ((0, 0.10), (1, 0.11)):  # A − B = 0.10, 0.11: paired t = 21 on 1 df, p = 0.030
+            for weighting in ("agreement", "uniform"):
+                overrides = [f"inner.lr={lr}", f"seed={seed}", f"weighting={weighting}"]
+                scores = [s + (shift if weighting == "agreement" else 0) for s in B]
+                job = make_run(sweep / ",".join(overrides), scores, seed, weighting, inner_lr=float(lr))
+                (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    table = paired_study(sweep, "weighting", "agreement", "uniform")
+    # Each setting alone is significant at 5%; as a family of 4 (Holm: 4 x 0.030 = 0.12) none is.
+    assert set(table[P_RAW]) == {"0.030"} and set(table[P_HOLM]) == {"0.121 (of 4)"}
+    assert set(table["verdict"]) == {"no clear difference"}
+    assert summary(table, "agreement").startswith("4 settings: agreement better in 0, worse in 0, no clear "
+                                                  "difference in 4 (Holm-adjusted p ≤ 0.05")

@@ -78,7 +78,7 @@ def test_wrong_type_fails_at_compose_time():
         ("inner.lr=0", "inner.lr=0.0"),
         ("outer.lr=-0.1", "outer.lr=-0.1"),
         ("train.meta_batch=0", "train.meta_batch=0"),
-        ("eval.tasks=1", "eval.tasks=1"),
+        ("eval.tasks=0", "eval.tasks=0"),
         ("eval.val_tasks=1", "eval.val_tasks=1"),
         ("eval.select=first", "eval.select=first"),
         ("eval.select=best eval.val_tasks=0", "eval.select=best"),

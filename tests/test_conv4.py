@@ -25,6 +25,8 @@ def reference(p: dict, x: torch.Tensor, downsample: str = "stride", features: st
     for i in range(4):
         x = F.conv2d(x, p[f"body.convs.{i}.weight"], p[f"body.convs.{i}.bias"],
                      stride=2 if downsample == "stride" else 1, padding=1)
+        if downsample == "pool_norm":  # TensorFlow's 'same' max-pool: pad an odd last row and column with -inf
+            x = F.max_pool2d(F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2), value=float("-inf")), 2)
         mean = x.mean(dim=(0, 2, 3), keepdim=True)
         var = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
         x = (x - mean) / torch.sqrt(var + 1e-5)
@@ -52,11 +54,18 @@ def task(g: torch.Generator, shots=2, queries=2, size=SIZE):
     return sx, torch.arange(WAYS).repeat_interleave(shots), qx, torch.arange(WAYS).repeat_interleave(queries)
 
 
-@pytest.mark.parametrize(("downsample", "features", "size"), [("stride", "mean", 8), ("maxpool", "flatten", 16)])
+@pytest.mark.parametrize(("downsample", "features", "size"), [("stride", "mean", 8), ("maxpool", "flatten", 16),
+                                                             ("pool_norm", "flatten", 21)])  # 21 -> 11 -> 6 -> 3 -> 2
 def test_conv4_is_the_published_network(downsample, features, size):
     model = tiny(downsample, features, size=size)
     x = torch.rand(5, 1, size, size, dtype=torch.float64)
     torch.testing.assert_close(model(x), reference(detached(model), x, downsample, features), rtol=1e-12, atol=1e-12)
+
+
+def test_reptiles_miniimagenet_network_flattens_a_6x6_map():
+    # openai/supervised-reptile at 84x84: 84 -> 42 -> 21 -> 11 -> 6, 32 filters.
+    assert conv4_feature_size(84, 32, "pool_norm", "flatten") == 6 * 6 * 32
+    assert conv4_feature_size(84, 32, "maxpool", "flatten") == 5 * 5 * 32  # Finn et al.'s rounds down
 
 
 def test_feature_sizes_of_the_variants():

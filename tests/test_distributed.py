@@ -170,10 +170,23 @@ def kill_the_job(p: subprocess.Popen) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+LONG = [*RUN, "train.iterations=400"]  # a run slow enough to stop in the middle of
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The long run never stopped, in one process: what every stopped and resumed run below must write, on any
+    number of ranks (a 2-rank run writes one process's results: test_a_two_rank_torchrun_run_writes_one_process_
+    results)."""
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    done = metarun([*LONG, "hydra.run.dir=run"], cwd)
+    assert done.returncode == 0, done.stderr
+    return cwd / "run"
+
+
 @pytest.mark.parametrize("how", ["sigterm-one-rank", "kill-9-the-job"])
-def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_results(tmp_path, how):
-    args = [*RUN, "train.iterations=400", "hydra.run.dir=run"]
-    # A slower run to stop in the middle of: the same settings, 400 iterations (the uninterrupted one below).
+def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_results(tmp_path, uninterrupted, how):
+    args = [*LONG, "hydra.run.dir=run"]
     p = torchrun(args, tmp_path)
     wait_for_checkpoint(tmp_path / "run", p)
     if how == "sigterm-one-rank":
@@ -189,25 +202,19 @@ def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_results(tmp_path, h
     assert code == 0, err
     resumed = json.loads((tmp_path / "run" / "results.json").read_text())
     assert resumed["resumed_from"] is not None
-
-    whole = tmp_path / "whole"
-    code, _, err = finished(torchrun([*RUN, "train.iterations=400", f"hydra.run.dir={whole}"], tmp_path))
-    assert code == 0, err
-    same_results(whole, tmp_path / "run")
+    same_results(uninterrupted, tmp_path / "run")
 
 
-def test_a_checkpoint_of_two_ranks_resumes_in_one_process(tmp_path):
+def test_a_checkpoint_of_two_ranks_resumes_in_one_process(tmp_path, uninterrupted):
     """The algorithm does not depend on the world size, so neither does the checkpoint: resumable."""
-    p = torchrun([*RUN, "train.iterations=400", "hydra.run.dir=run"], tmp_path)
+    p = torchrun([*LONG, "hydra.run.dir=run"], tmp_path)
     wait_for_checkpoint(tmp_path / "run", p)
     kill_the_job(p)
     p.communicate()
-    done = metarun([*RUN, "train.iterations=400", "hydra.run.dir=run"], tmp_path)
+    done = metarun([*LONG, "hydra.run.dir=run"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "run" / "results.json").read_text())["resumed_from"] is not None
-    whole = metarun([*RUN, "train.iterations=400", "hydra.run.dir=whole"], tmp_path)
-    assert whole.returncode == 0, whole.stderr
-    same_results(tmp_path / "whole", tmp_path / "run")
+    same_results(uninterrupted, tmp_path / "run")
 
 
 def param_hash(params: dict[str, torch.Tensor]) -> str:
@@ -273,8 +280,10 @@ def _one_rank_hangs(rank: int, size: int, port: int, out: str) -> None:
     from metarun import distributed
 
     world = distributed.join(distributed.environment(), torch.device("cpu"), "auto", timeout_s=3)
-    if rank == 1:
-        time.sleep(20)  # hangs: never joins the all-reduce
+    if rank == 1:  # hangs: never joins the all-reduce (until rank 0 has said so, or 20 s)
+        deadline = time.monotonic() + 20
+        while not Path(out, "said").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
         return
     start = time.monotonic()
     try:

@@ -37,7 +37,9 @@ def runs(forker, tmp_path_factory):
 
 
 @pytest.mark.parametrize("algo", ALGOS)
-def test_adapt_and_predict_give_the_runs_test_scores(runs, algo):
+def test_adapt_and_predict_give_the_runs_test_scores(runs, algo, one_thread):
+    # Equal to the last bit because this process computes as the run's did: the same device, mode and number of
+    # threads (one, as the `forker` runs; float32 sums split over threads add in another order).
     learner = metarun.load(runs[algo], device="cpu")
     assert learner.iteration == 2 and learner.parts.algo.name == algo
     mine = []
@@ -50,7 +52,7 @@ def test_adapt_and_predict_give_the_runs_test_scores(runs, algo):
     assert learner.evaluate(learner.test_stream()).tolist() == scores_csv(runs[algo])
 
 
-def test_evaluate_gives_the_runs_scores_in_vmap_mode(forker, tmp_path):
+def test_evaluate_gives_the_runs_scores_in_vmap_mode(forker, tmp_path, one_thread):
     folder = trained(forker, tmp_path / "run", "exec.mode=vmap")
     learner = metarun.load(folder, device="cpu")
     assert learner.parts.executor.mode == "vmap"
@@ -74,7 +76,7 @@ def image_run(forker, tmp_path_factory, synthetic_omniglot):
                    "model.filters=8")
 
 
-def test_image_run_adapts_prepared_drawings(image_run):
+def test_image_run_adapts_prepared_drawings(image_run, one_thread):
     learner = metarun.load(image_run, device="cpu")
     drawings = np.zeros((3, 105, 105), dtype=np.uint8)
     for i in range(3):

@@ -16,6 +16,8 @@ from omegaconf import OmegaConf
 
 from metarun.cli import config_dir
 from metarun.config import check, register
+from metarun.stats import accuracy_ci_bounds
+from metarun.verdict import PM_KINDS
 
 register()
 
@@ -32,7 +34,7 @@ EXPECTED = {
     "reptile_miniimagenet",
     "reptile_omniglot",
 }
-REQUIRED = {"name", "source", "metric", "assumed", "cells"}
+REQUIRED = {"name", "source", "metric", "pm", "assumed", "cells"}
 GROUPS = ("algo", "weighting", "data", "model")  # group choices a cell may make; everything else is key=value
 METRICS = ("accuracy", "mse")
 
@@ -62,6 +64,25 @@ def parsed(overrides: list[str]) -> dict[str, object]:
     return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(overrides)}
 
 
+def impossible_ci(published: float, half: float, answers: int, tasks: int) -> str | None:
+    """Why a published accuracy ± (percent) cannot be a 95% CI over `tasks` test tasks of `answers` answers each,
+    or None where it can."""
+    narrow, wide = (100 * b for b in accuracy_ci_bounds(published / 100, answers, tasks))
+    if narrow <= half <= wide:
+        return None
+    return (f"{published} ± {half} is said to be a 95% CI over {tasks} test tasks of {answers} answers each, but such "
+            f"a CI lies between ± {narrow:.3f} and ± {wide:.3f}: set the cell's `pm` to what the ± is")
+
+
+def test_an_impossible_ci_over_tasks_is_named_with_its_bounds():
+    # Reptile's Omniglot 5-way 1-shot ± 0.04 as a CI over its 10,000 one-query tasks: below the narrowest.
+    assert impossible_ci(97.68, 0.04, 5, 10000) == (
+        "97.68 ± 0.04 is said to be a 95% CI over 10000 test tasks of 5 answers each, but such a CI lies between "
+        "± 0.126 and ± 0.295: set the cell's `pm` to what the ± is")
+    assert "between ± " in impossible_ci(98.99, 1.34, 20, 600)  # wider than the widest
+    assert impossible_ci(98.7, 0.4, 5, 600) is None  # MAML's 5-way 1-shot fits 600 tasks
+
+
 def test_the_expected_presets_exist():
     assert set(presets()) == EXPECTED
 
@@ -74,7 +95,9 @@ def test_preset_records_its_table(name):
     assert all(isinstance(n, str) and n.strip() for n in notes)
     assert paper.cells, f"{name} has no cells"
     for cell, spec in paper.cells.items():
-        assert set(spec) == {"overrides", "published", "published_ci95"}, f"{name}.{cell}"
+        assert {"overrides", "published", "published_pm"} <= set(spec) <= {"overrides", "published", "published_pm",
+                                                                            "pm"}, f"{name}.{cell}"
+        assert spec.get("pm", paper.pm) in PM_KINDS, f"{name}.{cell}: what is its published ±?"
         keys = parsed(list(spec.overrides))
         assert len(keys) == len(spec.overrides), f"{name}.{cell} sets a key twice"
         # reproduce.py labels rows by algorithm and weighting: every cell names both
@@ -101,9 +124,12 @@ def test_cell_composes_and_checks(hydra_conf, name, cell):
         assert 0 < published <= 100, f"accuracy is published in percent, got {published}"
     else:
         assert published >= 0
-    if spec.published_ci95 is not None:
-        ci = float(spec.published_ci95)
-        assert math.isfinite(ci) and ci >= 0
+    if spec.published_pm is not None:
+        pm = float(spec.published_pm)
+        assert math.isfinite(pm) and pm >= 0
+    if paper.metric == "accuracy" and spec.published_pm is not None and spec.get("pm", paper.pm) == "ci95_tasks":
+        problem = impossible_ci(published, float(spec.published_pm), cfg.ways * cfg.queries, cfg.eval.tasks)
+        assert problem is None, f"{name}.{cell}: {problem}"
 
     # The composed config carries every override of the cell: ways and shots above all, and the rest too.
     values = parsed(overrides)

@@ -121,3 +121,13 @@ def test_the_same_evaluation_again_is_reported_not_repeated(forker, run):
     out = evaluated(forker, run, "eval.tasks=3")
     assert (folder / "results.json").stat().st_mtime_ns == written
     assert "results:" in out.stdout
+
+
+def test_a_folder_whose_path_holds_equals_signs_and_commas(forker, run, tmp_path):
+    # Every --seeds cell (CELL/seed=0) and every multirun job (algo=maml,seed=0) is such a folder.
+    import shutil
+
+    job = tmp_path / "sweep" / "algo=maml,seed=0" / "cell's seed=0"
+    shutil.copytree(run, job, ignore=shutil.ignore_patterns("eval"))
+    evaluated(forker, job, "eval.steps=1")
+    assert results(job / "eval" / "eval.steps=1")["evaluation_of"] == str(job)

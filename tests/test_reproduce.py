@@ -26,11 +26,13 @@ def test_quick_sine_reproduction_then_only_missing_cells_rerun(tmp_path, cli_env
     assert first.returncode == 0, first.stderr
     assert "running 2 cell(s)" in first.stdout and "NOT the paper's budgets" in first.stdout
     table = (out / "reproduce.csv").read_text().splitlines()
-    assert table[0] == ("cell,ours (mean ± 95% CI over test tasks),test tasks,published,difference,p (two-sample z),"
-                        "consistent at 95%? (two-sample z)") and len(table) == 3
+    assert table[0] == ("cell,ours (mean ± 95% CI over test tasks),test tasks,published,published ± is,difference,"
+                        "p (z),consistent at 95%? (z)") and len(table) == 3
     assert table[1].startswith("reptile,") and table[2].startswith("ga_reptile,")
-    assert [row.split(",")[2:4] for row in table[1:]] == [["20", "0.130"], ["20", "0.080"]]  # 20 test tasks each
-    assert all(row.endswith(",,no published CI") for row in table[1:])  # the paper prints no CI: no verdict
+    assert [row.split(",")[2:5] for row in table[1:]] == [  # 20 test tasks each; the paper prints no ±
+        ["20", "0.130", "not printed (the published mean is taken as a point)"],
+        ["20", "0.080", "not printed (the published mean is taken as a point)"]]
+    assert all(row.rsplit(",", 1)[1] in ("yes", "no") for row in table[1:])
     assert "Note: The Reptile row (0.13) is the paper's own run" in first.stdout
     cell = yaml.safe_load((out / ".cells" / "cell" / "reptile.yaml").read_text())
     assert cell["train"]["iterations"] == 300  # 30,000 / 100 (the command line shrank it further here)
@@ -110,8 +112,11 @@ def test_seeds_are_judged_by_their_across_seed_ci(tmp_path, cli_env):
     shown = reproduce("ga_sine", "--table-only", "--seeds", "0,1,2", "--out", str(tmp_path), env=cli_env)
     assert shown.returncode == 0, shown.stderr
     rows = (tmp_path / "reproduce.csv").read_text().splitlines()
-    assert rows[0].endswith(",published inside our across-seed 95% CI?")
-    # 0.13 +- 4.303 * 0.01 / sqrt 3 = 0.13 +- 0.025 holds the published 0.13.
-    assert rows[1].startswith("reptile,0.130 ± 0.025,3,") and rows[1].endswith(",yes")
-    assert rows[2].startswith('ga_reptile,0.200,"1 of 3 (seed 1 missing, seed 2 missing)",seed 0: 0.2 ± 0.01,')
-    assert rows[2].endswith(",1 seed: no across-seed CI")
+    assert rows[0].endswith(',published ± is,difference,"p (z: seeds, test tasks, published)",'
+                            "consistent at 95%? (seeds + test-set + published error)")
+    # 0.13 +- 4.303 * 0.01 / sqrt 3 = 0.13 +- 0.025, exactly the published 0.13 (z = 0).
+    assert rows[1].startswith("reptile,0.130 ± 0.025,3,") and rows[1].endswith(",+0.000,1.000,yes")
+    # One seed: 0.2 against 0.08 with the test set's error alone (0.01 / 1.96): far outside.
+    assert rows[2].startswith('ga_reptile,0.200 (1 seed: no CI across seeds),"1 of 3 (seed 1 missing, seed 2 '
+                              'missing)",seed 0: 0.2 ± 0.01,')
+    assert rows[2].endswith(",no")

@@ -61,6 +61,7 @@ class Comparison:
     per_seed: dict[int, Paired]
     across: Paired | None
     unpaired: list[str] = field(default_factory=list)
+    note: str = ""  # said beside the result (e.g. that A and B were trained with different seeds)
 
     @property
     def metric(self) -> str:
@@ -162,27 +163,53 @@ def check_same_stream(a: Run, b: Run) -> None:
             "eval.tasks and eval.chunk (metarun-table compares runs tested on different tasks, unpaired)."))
 
 
+def grid(run: Run) -> int | None:
+    """Answers per test task where the metric is accuracy (ways × queries): every per-task score is a multiple
+    of 1/grid, so differences are formed as counts and ties stay ties (metarun.stats.paired)."""
+    if run.record["metric"] != "accuracy" or run.record.get("task_kind") == "regression":
+        return None
+    return int(run.record["ways"]) * int(run.record["queries"])
+
+
+def _pair(run: Run, other: Run) -> Paired:
+    check_same_stream(run, other)
+    if run.record["metric"] != other.record["metric"]:
+        raise CompareError(f"{run.folder} scores {run.record['metric']}, {other.folder} "
+                           f"{other.record['metric']}: they cannot be compared.")
+    try:
+        return paired(scores(run), scores(other), grid(run))
+    except ValueError as e:  # accuracies that are not k / (ways × queries): not what metarun writes
+        raise CompareError(messages.one_paragraph(
+            f"{run.folder} and {other.folder}: {e}, as their results.json's ways × queries say each test task "
+            "has. scores.csv was edited, or written by another program: rerun the runs to compare them.")) from None
+
+
 def compare(a: list[Run], b: list[Run]) -> Comparison:
-    """A − B, seed paired with seed; each pair over its (identical) test tasks."""
+    """A − B, seed paired with seed; each pair over its (identical) test tasks. Two single runs trained with
+    different seeds are paired over their test tasks too (the difference then holds seed-to-seed variation)."""
     by_seed_b = {r.seed: r for r in b}
     per_seed, unpaired = {}, []
+    if len(a) == 1 and len(b) == 1 and a[0].seed != b[0].seed:
+        per_seed[a[0].seed] = _pair(a[0], b[0])
+        note = (f"A was trained with seed {a[0].seed}, B with seed {b[0].seed}: paired over their shared test tasks, "
+                "the difference holds seed-to-seed variation as well as the methods' (compare one seed each, or "
+                "several seeds per side, to separate them)")
+        return Comparison(a, b, per_seed, None, [], note)
     for run in sorted(a, key=lambda r: r.seed):
         other = by_seed_b.get(run.seed)
         if other is None:
             unpaired.append(f"seed {run.seed} only in A")
             continue
-        check_same_stream(run, other)
-        if run.record["metric"] != other.record["metric"]:
-            raise CompareError(f"{run.folder} scores {run.record['metric']}, {other.folder} "
-                               f"{other.record['metric']}: they cannot be compared.")
-        per_seed[run.seed] = paired(scores(run), scores(other))
+        per_seed[run.seed] = _pair(run, other)
     unpaired += [f"seed {s} only in B" for s in sorted(set(by_seed_b) - {r.seed for r in a})]
     if not per_seed:
         raise CompareError(f"A has seeds {sorted(r.seed for r in a)} and B seeds {sorted(by_seed_b)}: no seed in "
-                           "common to pair. Compare runs trained with the same seeds.")
+                           "common to pair. Compare runs trained with the same seeds, or one run against one run.")
     across = None
     if len(per_seed) > 1:
-        across = paired([p.mean_a for p in per_seed.values()], [p.mean_b for p in per_seed.values()])
+        # A seed's mean accuracy is a multiple of 1/(answers per task × test tasks): counts again.
+        per_run = grid(a[0]) and grid(a[0]) * int(a[0].record["n_tasks"])
+        across = paired([p.mean_a for p in per_seed.values()], [p.mean_b for p in per_seed.values()], per_run)
     return Comparison(a, b, per_seed, across, unpaired)
 
 
@@ -225,16 +252,19 @@ def report(c: Comparison) -> str:
         f"metric: {c.metric}, {direction} is better; differences are A − B{unit}",
     ]
     for seed, p in c.per_seed.items():
-        lines.append(f"seed {seed}: A {amount(c.metric, p.mean_a, False)}, B {amount(c.metric, p.mean_b, False)}, "
+        which = f"seed {seed}" if not c.note else f"seeds {c.a[0].seed} (A) and {c.b[0].seed} (B)"
+        lines.append(f"{which}: A {amount(c.metric, p.mean_a, False)}, B {amount(c.metric, p.mean_b, False)}, "
                      f"A − B = {amount(c.metric, p.diff)} ({interval(c.metric, p)}; paired t over {p.n} tasks: "
                      f"t = {p.t:.3g}, p = {format_p(p.p_t)}; Wilcoxon signed-rank p = {format_p(p.p_wilcoxon)}, "
-                     f"{p.nonzero} tasks differ)")
+                     f"{p.nonzero} tasks differ, {p.wilcoxon_method})")
     if c.across is not None:
         p = c.across
         lines.append(f"across {p.n} seeds (each seed's mean, seed paired with seed): A − B = "
                      f"{amount(c.metric, p.diff)} ({interval(c.metric, p)}; paired t, {p.n - 1} degrees of freedom: "
                      f"t = {p.t:.3g}, p = {format_p(p.p_t)}; Wilcoxon signed-rank p = {format_p(p.p_wilcoxon)})")
     lines += [f"left out: {note}" for note in c.unpaired]
+    if c.note:
+        lines.append(f"note: {c.note}")
     scope = f"across {c.across.n} seeds" if c.across is not None else f"over {c.overall.n} test tasks, one seed"
     lines.append(f"verdict ({scope}): {verdict(c, c.overall)}")
     return "\n".join(lines)
@@ -259,7 +289,7 @@ def _common(runs: list[Run]) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="metarun-compare",
-        description="Compare two runs task by task on their shared test tasks: A − B with its paired 95%% CI, "
+        description="Compare two runs task by task on their shared test tasks: A − B with its paired 95% CI, "
                     "paired t and Wilcoxon signed-rank p-values; across seeds when each side holds one run per seed.",
         epilog="Example: metarun-compare SWEEP SWEEP --a weighting=agreement --b weighting=uniform",
     )

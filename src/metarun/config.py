@@ -170,7 +170,7 @@ class Conv4Model:
     image_size: int = II("data.image_size")
     out_features: int = II("ways")
     filters: int = 64
-    downsample: str = "stride"  # stride (stride-2 convs) | maxpool (2x2 max-pooling)
+    downsample: str = "stride"  # one of DOWNSAMPLES
     features: str = "mean"  # mean (average the final map) | flatten
     context: int = 0  # CAVIA's context size (algo=cavia sets it); FiLM after the third block
 
@@ -316,6 +316,9 @@ AUTOCAST = ("none", "bf16")
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 INNER_OPTIMIZERS = ("sgd", "adam")
 INNER_STATES = ("fresh", "carry")
+# Conv4's downsampling: stride-2 convolutions, 2x2 max-pooling after the ReLU, or a ceil-mode max-pool between
+# the convolution and its BatchNorm (openai/supervised-reptile's miniImageNet block).
+DOWNSAMPLES = ("stride", "maxpool", "pool_norm")
 ACTIVATIONS = ("relu", "tanh")
 
 
@@ -363,11 +366,6 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(
             "`eval.val_tasks=1` is too few for a confidence interval. Set `eval.val_tasks=100`, "
             "or `eval.val_tasks=0` to skip validation during training."
-        )
-    if cfg.eval.tasks < 2:
-        raise ConfigError(
-            f"`eval.tasks={cfg.eval.tasks}` is too few: a 95% confidence interval needs at least 2 "
-            "evaluation tasks. Set `eval.tasks=1000` (the papers use 600 or more)."
         )
     _check_exec(cfg)
     _check_algo(cfg)
@@ -456,14 +454,15 @@ def _check_model(cfg: DictConfig) -> None:
     if images and "in_channels" not in cfg.model:
         raise ConfigError(
             f"the chosen model (`{cfg.model._target_}`) takes vectors, but data={cfg.data.name} has images. "
-            "Choose an image model: `model=conv4` (Omniglot), `model=conv4_pool32` or `model=conv4_pool64`."
+            "Choose an image model: `model=conv4` (Omniglot), `model=conv4_pool32`, `model=conv4_pool64` or "
+            "`model=conv4_reptile32`."
         )
     if not images and "in_channels" in cfg.model:
         raise ConfigError(
             f"the chosen model (`{cfg.model._target_}`) takes images, but data={cfg.data.name} does not. "
             "Use `model=mlp` for sine, or an image dataset (`data=omniglot`, `data=miniimagenet`, `data=folder`)."
         )
-    for key, valid in (("model.downsample", ("stride", "maxpool")), ("model.features", ("mean", "flatten")),
+    for key, valid in (("model.downsample", DOWNSAMPLES), ("model.features", ("mean", "flatten")),
                        ("model.activation", ACTIVATIONS)):
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in valid:

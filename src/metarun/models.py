@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from metarun.config import DOWNSAMPLES
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
@@ -73,7 +75,10 @@ class TaskBatchNorm(nn.Module):
 
 
 class Conv4Body(nn.Module):
-    """Four blocks of 3x3 conv -> BatchNorm -> ReLU, downsampling each by a stride-2 conv or 2x2 max-pool.
+    """Four blocks of 3x3 conv -> BatchNorm -> ReLU, downsampling each by a stride-2 conv (`stride`), a 2x2
+    max-pool after the ReLU (`maxpool`, Finn et al.'s), or a 2x2 max-pool between the conv and the BatchNorm that
+    keeps a last odd row and column (`pool_norm`: openai/supervised-reptile's miniImageNet block, whose
+    TensorFlow 'same' pooling takes 84 -> 42 -> 21 -> 11 -> 6).
 
     `film_block` (CAVIA): a linear map (no bias) from the context vector to a per-channel scale and
     shift applied after that block's BatchNorm; the scale is 1 + the map, so a zero context
@@ -83,8 +88,9 @@ class Conv4Body(nn.Module):
     def __init__(self, in_channels: int, filters: int, downsample: str, features: str,
                  context: int = 0, film_block: int = 2) -> None:
         super().__init__()
-        if downsample not in ("stride", "maxpool") or features not in ("mean", "flatten"):
-            raise ValueError(f"downsample must be stride|maxpool, features mean|flatten; got {downsample}, {features}")
+        if downsample not in DOWNSAMPLES or features not in ("mean", "flatten"):
+            raise ValueError(f"downsample must be {'|'.join(DOWNSAMPLES)}, features mean|flatten; got {downsample}, "
+                             f"{features}")
         stride = 2 if downsample == "stride" else 1
         self.convs = nn.ModuleList(
             nn.Conv2d(in_channels if i == 0 else filters, filters, 3, stride=stride, padding=1) for i in range(4)
@@ -95,7 +101,10 @@ class Conv4Body(nn.Module):
 
     def forward(self, x: Tensor, stats_from: int = 0, context: Tensor | None = None) -> Tensor:
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
-            x = norm(conv(x), stats_from)
+            x = conv(x)
+            if self.downsample == "pool_norm":  # BatchNorm's statistics are then those of the pooled map
+                x = F.max_pool2d(x, 2, ceil_mode=True)
+            x = norm(x, stats_from)
             if self.film is not None and i == self.film_block:
                 if context is None:
                     raise ValueError("this Conv4 takes a context vector (CAVIA); pass context=")
@@ -110,7 +119,7 @@ class Conv4Body(nn.Module):
 def conv4_feature_size(image_size: int, filters: int, downsample: str, features: str) -> int:
     size = image_size
     for _ in range(4):
-        size = (size - 1) // 2 + 1 if downsample == "stride" else size // 2
+        size = size // 2 if downsample == "maxpool" else (size - 1) // 2 + 1  # stride-2 conv, ceil-mode pool
     if size < 1:
         raise ValueError(f"image_size={image_size} is too small for four downsampling blocks")
     return filters if features == "mean" else filters * size * size

@@ -33,7 +33,7 @@ def usage() -> str:
 
 def main() -> None:
     """The `metarun-eval` command."""
-    from metarun import cli
+    from metarun import cli, rundir
 
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-"):
@@ -49,7 +49,7 @@ def main() -> None:
     folder = run_dir / "eval"
     flags = [a for a in rest if a.startswith("-")]  # before the overrides, as Hydra's parser wants them
     sys.argv = [sys.argv[0], *flags, "--config-dir", str(run_dir / ".hydra"), "--config-name", "config",
-                f"hydra.run.dir={folder}", f"hydra.sweep.dir={folder}",
+                f"hydra.run.dir={rundir.quoted(folder)}", f"hydra.sweep.dir={rundir.quoted(folder)}",
                 "hydra.sweep.subdir=${hydra.job.override_dirname}",
                 "hydra/job_logging=disabled", "hydra/hydra_logging=disabled", "hydra.job.chdir=false",
                 "hydra.output_subdir=null", "hydra.job.name=metarun-eval", *(a for a in rest if not a.startswith("-"))]

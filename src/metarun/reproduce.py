@@ -119,7 +119,7 @@ def foreign_cells(name: str, paper: DictConfig, cells: list[str], out: Path, arg
 
 def side_by_side(paper: DictConfig, out: Path, seeds: list[int] | None = None) -> pd.DataFrame:
     """One row per cell: ours beside the published number, with the verdict of the test named in its column
-    (metarun.verdict): a two-sample z-test for one run per cell, the across-seed CI with `seeds`."""
+    (metarun.verdict): the published ± is used as what the preset says it is (`pm`)."""
     import pandas as pd
 
     runs = load_runs([out]) if out.is_dir() else pd.DataFrame()
@@ -132,12 +132,13 @@ def side_by_side(paper: DictConfig, out: Path, seeds: list[int] | None = None) -
     rows = []
     for name, cell in paper.cells.items():
         found = by_cell.get(name, [])
+        half = None if cell.get("published_pm") is None else float(cell.published_pm)
+        kind = str(cell.get("pm") or paper.pm)  # what the published ± is: the cell's, else the paper's
         if seeds:
-            rows.append(verdict.seed_row(name, paper.metric, found, seeds, float(cell.published)))
+            rows.append(verdict.seed_row(name, paper.metric, found, seeds, float(cell.published), half, kind))
         else:
-            half = cell.get("published_ci95")
             rows.append(verdict.task_row(name, paper.metric, found[0] if found else None, float(cell.published),
-                                         None if half is None else float(half)))
+                                         half, kind))
     return pd.DataFrame(rows, columns=verdict.SEED_COLUMNS if seeds else verdict.TASK_COLUMNS)
 
 
@@ -156,7 +157,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--table-only", action="store_true", help="run nothing; print the table of what exists")
     parser.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
                         help="run every cell with each of these training seeds (into CELL/seed=S) and judge the mean "
-                             "over seeds by its t-based 95%% CI across seeds")
+                             "over seeds with the seeds' spread, the test set's error and the published error")
     parser.add_argument("--commands", action="store_true",
                         help="run nothing; print each cell as a plain `metarun` command (add --cfg job to see its "
                              "config)")

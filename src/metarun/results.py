@@ -207,12 +207,26 @@ def setting_label(run: Mapping[str, Any]) -> str:
     return f"{run['data']} {run['ways']}-way {run['shots']}-shot ({', '.join([unit, *notes])})"
 
 
+def no_ci(half: float | None) -> bool:
+    """Whether a half-width is absent: one test task (or one seed) has no interval."""
+    return half is None or math.isnan(half)
+
+
+def pm(metric: str, mean: float, half: float | None) -> str:
+    """mean ± half as tables print it: accuracy in percent (papers print percentages), anything else to 4
+    significant digits; the mean alone where there is no interval."""
+    if metric == "accuracy":
+        text = f"{100 * mean:.2f}"
+        return text if no_ci(half) else f"{text} ± {100 * half:.2f}"
+    text = f"{mean:.4g}"
+    return text if no_ci(half) else f"{text} ± {half:.2g}"
+
+
 def cell(run: Mapping[str, Any]) -> str:
     if run.get("status", "finished") != "finished":
         return str(run["status"])  # failed or missing: shown, never dropped
-    if run["metric"] == "accuracy":  # papers print percentages
-        return f"{100 * run['mean']:.2f} ± {100 * run['ci95']:.2f}"
-    return f"{run['mean']:.4g} ± {run['ci95']:.2g}"
+    half = run.get("ci95")
+    return pm(run["metric"], run["mean"], half) + (" (1 task: no CI)" if no_ci(half) else "")
 
 
 def method_label(run: Mapping[str, Any]) -> str:

@@ -209,13 +209,13 @@ def resume_argv(argv: list[str]) -> list[str]:
         saved = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.overrides.hydra") if hydra_file.is_file() else []
         # Only where configs are found matters for a single run (a reproduction's generated cell configs).
         hydra = [o for o in saved or [] if o.startswith("hydra.searchpath=")]
-        mode, where = [], f"hydra.run.dir={_quoted(path)}"
+        mode, where = [], f"hydra.run.dir={quoted(path)}"
     elif (path / "multirun.yaml").is_file():
         saved_cfg = OmegaConf.load(path / "multirun.yaml")
         task = list(OmegaConf.select(saved_cfg, "hydra.overrides.task") or [])
         hydra = [o for o in OmegaConf.select(saved_cfg, "hydra.overrides.hydra") or []
                  if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))]
-        mode, where = ["-m"], f"hydra.sweep.dir={_quoted(path)}"
+        mode, where = ["-m"], f"hydra.sweep.dir={quoted(path)}"
     else:
         raise ConfigError(f"`--resume {folder}`: {path} is not a folder that metarun wrote: it has neither "
                           f"{HYDRA_DIR}/overrides.yaml (a run) nor multirun.yaml (a multirun). Pass the folder that "
@@ -252,6 +252,6 @@ def _key(override: str) -> str:
         return override  # Hydra says what is wrong with it when it composes
 
 
-def _quoted(path: Path) -> str:
+def quoted(path: Path) -> str:
     """A path as a Hydra override value: quoted, so spaces and `=` or `,` in it stay part of it."""
     return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"

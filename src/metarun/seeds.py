@@ -8,13 +8,12 @@ Runs of one row that differ in anything but the seed are refused, never averaged
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from metarun import messages
-from metarun.results import method_label, setting_label
+from metarun.results import method_label, pm, setting_label
 from metarun.settings import describe, differences, run_settings
 from metarun.stats import t_interval
 
@@ -25,15 +24,6 @@ COLUMNS = ["setting", "seeds", ACROSS, PER_SEED]
 
 class SeedsError(ValueError):
     """Runs that cannot be aggregated over seeds; the message names them and the fix."""
-
-
-def pm(metric: str, mean: float, half: float) -> str:
-    """mean ± half as tables print it: accuracy in percent, anything else to 4 significant digits."""
-    if metric == "accuracy":
-        text = f"{100 * mean:.2f}"
-        return text if math.isnan(half) else f"{text} ± {100 * half:.2f}"
-    text = f"{mean:.4g}"
-    return text if math.isnan(half) else f"{text} ± {half:.2g}"
 
 
 def seed_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,8 @@ from typing import Any
 IGNORED = ("device", "logger", "paper.", "exec.", "data.root", "data.cache_dir", "eval.val_tasks",
            "train.eval_every", "train.log_every", "train.checkpoint_every")
 # results.json fields that are measurements or bookkeeping, not settings.
-MEASURED = {"format", "status", "error", "run_dir", "mean", "ci95", "ci95_method", "n_tasks", "scores_file", "mean_before",
+MEASURED = {"format", "status", "error", "run_dir", "mean", "ci95", "ci95_method", "n_tasks", "scores_file",
+            "mean_before",
             "ci95_before", "val_mean", "seconds", "train_seconds", "resumed_from", "torch", "metarun", "device",
             "exec_mode", "exec_workers", "world_size", "backend", "higher_is_better", "task_kind"}
 

@@ -3,8 +3,9 @@
 `paired_study(SWEEP, "weighting", "agreement", "uniform")` groups the sweep's runs by their overrides
 (`.hydra/overrides.yaml`) other than the seed and the factor, pairs seed with seed inside each group,
 and compares each pair on their shared test tasks (metarun.compare): a row per setting with the mean
-difference A − B across seeds and its t-based 95% CI. Runs that did not finish are named in their row,
-never dropped. No torch here.
+difference A − B across seeds, its t-based 95% CI and the paired t-test's p-value. The settings of one
+study are one family of tests: the verdict words come from Holm-adjusted p-values over the family (5%),
+printed beside the raw ones. Runs that did not finish are named in their row, never dropped. No torch here.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import yaml
 from metarun.compare import CompareError, compare, load_run
 from metarun.results import FAILED, RESULTS, find_jobs
 from metarun.settings import matches
-from metarun.stats import format_p
+from metarun.stats import format_p, holm
 
 SKIPPED_KEYS = ("seed", "hydra.", "+")  # overrides that are not part of a setting's name
+P_RAW = "p (paired t across seeds)"
+P_HOLM = "p, Holm-adjusted over the study's settings"
+ALPHA = 0.05  # for each setting after Holm's adjustment: the family-wise error rate of the study
 
 
 def _overrides(job: Path) -> list[str]:
@@ -74,6 +78,7 @@ def paired_study(folder: Path, factor: str, a: str, b: str) -> pd.DataFrame:
         if side is not None:
             entry[side].append(run)
     rows = [_row(dict(label), entry, factor, a, b) for label, entry in sorted(groups.items(), key=_order)]
+    _holm_verdicts(rows, a)
     table = pd.DataFrame(rows)
     # Overrides every row shares (a budget given on the command line) are said once, not in a column each.
     keys = {k for label in groups for k, _ in label}
@@ -103,14 +108,16 @@ def _row(label: dict[str, str], entry: dict[str, list], factor: str, a: str, b: 
     across = fmt.format(scale * p.diff) + ("" if math.isnan(p.half) else f" ± {scale * p.half:.{digits}f}")
     if seeds == 1:
         across += " (1 seed: the CI is over test tasks, not seeds)"
+    p_raw = p.p_t
     return row | {
+        "_p": p_raw, "_higher": (p.diff > 0) == c.higher_is_better,
         "paired seeds": seeds,
         f"{b} ({metric}, mean over seeds)": f"{scale * _mean(c.per_seed, 'mean_b'):.4g}",
         f"{a} ({metric}, mean over seeds)": f"{scale * _mean(c.per_seed, 'mean_a'):.4g}",
         diff_col: across,
-        "p (paired t across seeds)": format_p(p.p_t) if seeds > 1 else "",
+        P_RAW: format_p(p_raw) + ("" if seeds > 1 else " (over test tasks: 1 seed)"),
         "per seed: difference over the same test tasks (paired t p)": per_seed,
-        "verdict": _verdict(p, c.higher_is_better, a, b),
+        "verdict": "",  # from the Holm-adjusted p over the study's settings (_holm_verdicts)
         "left out": "; ".join(entry["unfinished"] + [u.replace(" A", f" {a}").replace(" B", f" {b}")
                                                      for u in c.unpaired]),
     }
@@ -121,10 +128,19 @@ def _mean(per_seed: dict, field: str) -> float:
     return sum(values) / len(values)
 
 
-def _verdict(p, higher_is_better: bool, a: str, b: str) -> str:
-    if math.isnan(p.half) or p.low <= 0 <= p.high:
-        return "no clear difference"
-    return f"{a} {'better' if (p.diff > 0) == higher_is_better else 'worse'}"
+def _holm_verdicts(rows: list[dict[str, object]], a: str) -> None:
+    """The study's settings are one family: Holm's adjustment over every row that has a p-value, and the verdict
+    words from the adjusted p at 5%."""
+    raw = [float(r.pop("_p", math.nan)) for r in rows]  # type: ignore[arg-type]
+    adjusted = holm(raw)
+    family = sum(not math.isnan(p) for p in raw)
+    for row, p in zip(rows, adjusted, strict=True):
+        higher = row.pop("_higher", None)
+        if math.isnan(p):
+            row.setdefault(P_HOLM, "")
+            continue
+        row[P_HOLM] = f"{format_p(p)} (of {family})"
+        row["verdict"] = "no clear difference" if p > ALPHA else f"{a} {'better' if higher else 'worse'}"
 
 
 def summary(table: pd.DataFrame, a: str) -> str:
@@ -134,5 +150,5 @@ def summary(table: pd.DataFrame, a: str) -> str:
     same = counts.get("no clear difference", 0)
     other = len(table) - better - worse - same
     text = (f"{len(table)} settings: {a} better in {better}, worse in {worse}, no clear difference in {same} "
-            "(95% t-CI of the seed-paired difference)")
+            f"(Holm-adjusted p ≤ {ALPHA} over the study's {len(table)} settings, paired t across seeds)")
     return text + (f"; {other} without a verdict (see 'left out')" if other else "")

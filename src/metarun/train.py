@@ -189,12 +189,14 @@ def tested_record(cfg: DictConfig, parts: Parts, after: list[float], before: lis
     """The results record of a test of `parts` under `cfg` (per-task scores after and before adaptation, TF32
     on or off): a training run's and a re-evaluation's (metarun-eval)."""
     source, executor, world = parts.source, parts.executor, parts.world
-    mean, half = ci95(after)
+    (mean, half), (mean_before, half_before) = ci95(after), ci95(before)
     return {
         **settings_record(cfg), "data": source.name, "task_kind": source.kind,
         "metric": source.metric, "higher_is_better": source.higher_is_better,
-        "mean": mean, "ci95": half, "ci95_method": CI_METHOD, "n_tasks": len(after), "scores_file": "scores.csv",
-        "mean_before": ci95(before)[0], "ci95_before": ci95(before)[1],
+        # One test task has no interval: null, never a zero-width one.
+        "mean": mean, "ci95": None if math.isnan(half) else half, "ci95_method": CI_METHOD, "n_tasks": len(after),
+        "scores_file": "scores.csv", "mean_before": mean_before,
+        "ci95_before": None if math.isnan(half_before) else half_before,
         "bn_mode": bn_mode(parts), **source.record(), **parts.weighting.record(),
         "exec_mode": executor.mode, "world_size": world.size, "backend": world.backend,
         "exec_chunk": None if executor.mode == "loop" else executor.train_chunks.tasks_per_call(cfg.train.meta_batch),
