@@ -149,6 +149,7 @@ def cli_env(tmp_path):
     """Environment for metarun subprocesses: quiet, no GPU, full errors off."""
     env = dict(os.environ)
     env.pop("HYDRA_FULL_ERROR", None)
+    env["OMP_NUM_THREADS"] = "1"  # tiny runs: a second thread only competes with the other test workers
     env["CUDA_VISIBLE_DEVICES"] = ""
     env["METARUN_TEST_CWD"] = str(tmp_path)
     return env
@@ -166,3 +167,19 @@ def forker(tmp_path_factory):
     forker = Forker(workdir, env)
     yield forker
     forker.close()
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (the default, `-n auto`), each worker process takes its share of the cores for torch's
+    threads, as metarun gives each rank its share; set before any test, so it is not a test's change."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // workers))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say the random order's seed even under -q (pytest-randomly prints it in the header, which -q hides)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if config.pluginmanager.hasplugin("randomly") and isinstance(seed, int):
+        terminalreporter.write_line(f"random test order, seed {seed}: `python -m pytest -p randomly "
+                                    f"--randomly-seed={seed}` repeats it (`-p no:randomly` runs in file order)")

@@ -54,6 +54,7 @@ def test_tiny_run_writes_its_files(tmp_path, cli_env):
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
 
 
+@pytest.mark.slow
 def test_one_test_task_is_a_score_without_an_interval(tmp_path, cli_env):
     run_dir = tmp_path / "run"
     overrides = [o for o in TINY if not o.startswith("eval.tasks")]
@@ -65,6 +66,7 @@ def test_one_test_task_is_a_score_without_an_interval(tmp_path, cli_env):
     assert "(1 task: no CI)" in out.stdout and "nan" not in out.stdout
 
 
+@pytest.mark.slow
 def test_multirun_then_table_has_a_row_per_job(tmp_path, cli_env):
     sweep = tmp_path / "sweep"
     out = metarun("-m", "algo=maml,reptile", "weighting=uniform,agreement", *TINY,
@@ -103,6 +105,7 @@ def test_unknown_algorithm_names_the_valid_ones(tmp_path, cli_env):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_does_not_touch_an_existing_run(tmp_path, cli_env):
     run_dir = tmp_path / "run"
     assert metarun(*TINY, f"hydra.run.dir={run_dir}", env=cli_env).returncode == 0
@@ -126,6 +129,7 @@ def test_config_inspection_does_not_import_torch(cli_env):
     assert "inner_optimizer: sgd" in out.stdout and out.stdout.strip().endswith("NO-TORCH")
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_the_iteration_and_writes_no_results(tmp_path, cli_env):
     run_dir = tmp_path / "run"
     out = metarun("train.iterations=50", "train.meta_batch=2", "train.eval_every=0", "eval.tasks=4",
@@ -136,6 +140,7 @@ def test_divergence_stops_with_the_iteration_and_writes_no_results(tmp_path, cli
     assert not (run_dir / "results.json").exists() and not (run_dir / "scores.csv").exists()
 
 
+@pytest.mark.slow
 def test_tensorboard_logger_writes_events_and_hyperparameters(tmp_path, cli_env):
     run_dir = tmp_path / "run"
     out = metarun(*TINY, "logger=tensorboard", f"hydra.run.dir={run_dir}", env=cli_env)

@@ -79,6 +79,7 @@ def single():
     return {f"{a}+{w}": combined(a, w) for a in ALGOS for w in WEIGHTINGS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [2, 3])
 def test_ranks_give_one_process_meta_gradient_for_every_algorithm_and_weighting(tmp_path, single, size):
     mp.start_processes(_every_combination, args=(size, free_port(), str(tmp_path)), nprocs=size,
@@ -133,6 +134,7 @@ def alone(tmp_path_factory):
     return cwd / "run"
 
 
+@pytest.mark.slow
 def test_a_two_rank_torchrun_run_writes_one_process_results(tmp_path, alone):
     code, out, err = finished(torchrun([*RUN, "hydra.run.dir=run"], tmp_path))
     assert code == 0, err
@@ -143,6 +145,7 @@ def test_a_two_rank_torchrun_run_writes_one_process_results(tmp_path, alone):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(p.name for p in alone.iterdir())
 
 
+@pytest.mark.slow
 def test_the_default_folder_is_rank_zeros_on_every_rank(tmp_path):
     code, _, err = finished(torchrun(["train.iterations=2", "train.meta_batch=4", "eval.tasks=4",
                                       "eval.val_tasks=0"], tmp_path))
@@ -170,7 +173,9 @@ def kill_the_job(p: subprocess.Popen) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-LONG = [*RUN, "train.iterations=400"]  # a run slow enough to stop in the middle of
+# A run long enough to stop in the middle of: the stop comes within 0.2 s of the first checkpoint (iteration 5),
+# about 3 of these iterations, and 115 remain.
+LONG = [*RUN, "train.iterations=120"]
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +189,7 @@ def uninterrupted(tmp_path_factory):
     return cwd / "run"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigterm-one-rank", "kill-9-the-job"])
 def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_results(tmp_path, uninterrupted, how):
     args = [*LONG, "hydra.run.dir=run"]
@@ -205,6 +211,7 @@ def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_results(tmp_path, u
     same_results(uninterrupted, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_two_ranks_resumes_in_one_process(tmp_path, uninterrupted):
     """The algorithm does not depend on the world size, so neither does the checkpoint: resumable."""
     p = torchrun([*LONG, "hydra.run.dir=run"], tmp_path)
@@ -241,6 +248,7 @@ def _steps_and_hash(rank: int, size: int, port: int, out: str) -> None:
     Path(out, f"hash{rank}").write_text(param_hash(dict(params)) + " " + param_hash(moments))
 
 
+@pytest.mark.slow
 def test_every_rank_holds_identical_parameters_and_optimiser_state_after_n_steps(tmp_path):
     mp.start_processes(_steps_and_hash, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     assert (tmp_path / "hash0").read_text() == (tmp_path / "hash1").read_text()
@@ -260,6 +268,7 @@ def test_cuda_ranks_need_a_gpu_each(monkeypatch):
     assert distributed.rank_device("cpu", env) == "cpu"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "says"), [
     (["train.meta_batch=1"], "`train.meta_batch=1` is smaller than the 2 ranks of this run"),
     (["exec.backend=nccl"], "`exec.backend=nccl` carries CUDA tensors only"),
@@ -292,6 +301,7 @@ def _one_rank_hangs(rank: int, size: int, port: int, out: str) -> None:
         Path(out, "said").write_text(f"{time.monotonic() - start:.1f} {e}")
 
 
+@pytest.mark.slow
 def test_a_rank_that_hangs_makes_the_others_fail_within_the_timeout(tmp_path):
     mp.start_processes(_one_rank_hangs, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     seconds, said = (tmp_path / "said").read_text().split(" ", 1)

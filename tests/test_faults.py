@@ -73,6 +73,7 @@ MOMENTS = [  # (patch, the checkpoint's iteration when killed)
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("patch", "saved"), MOMENTS)
 def test_killed_and_resumed_equals_uninterrupted(forker, tmp_path, reference, patch, saved):
     run_dir = tmp_path / "run"
@@ -154,6 +155,7 @@ CTRL_C = [  # (second Ctrl-C, where the run stops, the checkpoint it leaves); th
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("again", "said", "saved"), CTRL_C)
 def test_ctrl_c_checkpoints_and_a_second_one_stops_at_once(forker, tmp_path, reference, again, said, saved):
     run_dir = tmp_path / "run"

@@ -7,12 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import gpu_check  # noqa: E402
 
 
+@pytest.mark.slow
 def test_the_dry_run_measures_every_part(tmp_path, capsys):
     assert gpu_check.main(["--dry-run", "--out", str(tmp_path)]) == 0
     rows = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]

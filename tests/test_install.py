@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_wheel_ships_configs_and_runs_from_elsewhere(tmp_path, cli_env):
     wheels, site = tmp_path / "wheels", tmp_path / "site"
     build = subprocess.run(

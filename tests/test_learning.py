@@ -16,6 +16,7 @@ from metarun.train import run
 register()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("algo", "iterations"), [("maml", 400), ("reptile", 600)])
 def test_meta_training_beats_the_untrained_model(tmp_path, algo, iterations):
     overrides = [f"algo={algo}", f"train.iterations={iterations}", "train.meta_batch=10", "train.eval_every=0",

@@ -109,6 +109,7 @@ def compose_run(real_omniglot: Path, cache: Path, *overrides: str):
         return compose("config", overrides=[*base, *overrides])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ALGORITHMS)
 def test_every_algorithm_runs_on_real_omniglot(tmp_path, real_omniglot, cache_dir, algo):
     record, _ = run(compose_run(real_omniglot, cache_dir, f"algo={algo}"), tmp_path)
@@ -128,6 +129,7 @@ def test_lake_split_is_recorded_in_results(tmp_path, real_omniglot, cache_dir):
     assert json.loads((tmp_path / "results.json").read_text())["split"] == "lake"
 
 
+@pytest.mark.slow
 def test_command_line_run_on_omniglot(tmp_path, real_omniglot, cache_dir, cli_env):
     env = {**cli_env, "METARUN_DATA": str(real_omniglot.parent), "METARUN_CACHE": str(cache_dir)}
     out = subprocess.run(

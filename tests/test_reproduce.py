@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 from omegaconf import OmegaConf
 
@@ -20,6 +21,7 @@ def reproduce(*args: str, env=None) -> subprocess.CompletedProcess:
                           env=env, timeout=300, cwd=str(__import__("conftest").ROOT))
 
 
+@pytest.mark.slow
 def test_quick_sine_reproduction_then_only_missing_cells_rerun(tmp_path, cli_env):
     out = tmp_path / "rep"
     first = reproduce("ga-sine", "--budget", "quick", "--out", str(out), *SHRINK, env=cli_env)

@@ -14,8 +14,11 @@ import time
 import pytest
 import torch
 
-SETTINGS = ["train.iterations=150", "train.meta_batch=4", "train.eval_every=50", "train.checkpoint_every=7",
-            "eval.tasks=50", "eval.val_tasks=10", "algo=fomaml", "weighting=agreement", "device=cpu"]
+# Long enough to stop in the middle of (the signal comes at iteration 10, within one iteration of it), short
+# enough to run four times: a validation before and after the stop, checkpoints every 7 iterations.
+ITERATIONS = 60
+SETTINGS = [f"train.iterations={ITERATIONS}", "train.meta_batch=4", "train.eval_every=25", "train.checkpoint_every=7",
+            "eval.tasks=20", "eval.val_tasks=10", "algo=fomaml", "weighting=agreement", "device=cpu"]
 TIMINGS = {"seconds", "train_seconds", "resumed_from"}
 
 
@@ -44,6 +47,7 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_stopped_and_resumed_equals_uninterrupted(tmp_path, uninterrupted, signum):
     run_dir = tmp_path / "run"
@@ -55,7 +59,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, uninterrupted, signu
     _, err = proc.communicate(timeout=120)
     assert not (run_dir / "results.json").exists()
     stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["iteration"]
-    assert 10 <= stopped_at < 150
+    assert 10 <= stopped_at < ITERATIONS
     # The last line says where it stopped and the exact command that continues it.
     said = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signum.name
     assert err.splitlines()[-1] == (f"metarun: stopped by {said} "

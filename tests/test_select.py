@@ -62,6 +62,7 @@ def test_last_writes_no_best_pt_and_tests_the_last_iteration(forker, tmp_path, b
     assert validations(folder) == validations(best_run)  # the choice changes what is tested, not the training
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after", [False, True], ids=["before-best-pt-lands", "after-best-pt-lands"])
 def test_killed_at_a_new_best_resumes_to_the_same_test(forker, tmp_path, best_run, after):
     folder = tmp_path / "killed"
@@ -79,6 +80,7 @@ def test_killed_at_a_new_best_resumes_to_the_same_test(forker, tmp_path, best_ru
     assert all(torch.equal(again["params"][k], first["params"][k]) for k in first["params"])
 
 
+@pytest.mark.slow
 def test_killed_after_the_best_the_resumed_run_keeps_tracking_it(forker, tmp_path, best_run):
     folder = tmp_path / "killed"
     # Before iteration 40's checkpoint lands: the run continues from iteration 30's, which must remember that 30

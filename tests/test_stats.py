@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from metarun.stats import accuracy_ci_bounds, format_p, holm, on_grid, paired, t_interval, two_sample_z
+from metarun.stats import accuracy_ci_bounds, format_p, holm, on_grid, p_is, paired, t_interval, two_sample_z
 from metarun.verdict import OURS, P_T, P_Z, PM, VERDICT_T, VERDICT_Z, seed_row, task_row
 
 
@@ -78,6 +78,7 @@ def test_no_published_ci_no_verdict():
 
 def test_format_p():
     assert [format_p(p) for p in (0.5, 0.031, 0.00012, 1e-12)] == ["0.500", "0.031", "0.00012", "< 1e-10"]
+    assert (p_is(0.031), p_is(1e-12)) == ("p = 0.031", "p < 1e-10")  # never "p = < 1e-10"
 
 
 def run(mean, ci95, seed=0, n=600, status="finished"):

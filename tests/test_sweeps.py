@@ -10,6 +10,7 @@ import pytest
 from test_cli import TINY, metarun, table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["local", "submitit_local"])
 def test_launcher_runs_every_job(tmp_path, cli_env, launcher):
     sweep = tmp_path / "sweep"
@@ -27,6 +28,7 @@ def test_launcher_runs_every_job(tmp_path, cli_env, launcher):
         in out.stdout, out.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep_and_is_marked(tmp_path, cli_env):
     sweep = tmp_path / "sweep"
     out = metarun("-m", "shots=0,5", *TINY, f"hydra.sweep.dir={sweep}", env=cli_env)
@@ -43,6 +45,7 @@ def test_a_failing_job_does_not_stop_the_sweep_and_is_marked(tmp_path, cli_env):
     assert "failed" in shown.stdout and "sine 0-shot (mse)" in shown.stdout and "sine 5-shot (mse)" in shown.stdout
 
 
+@pytest.mark.slow
 def test_an_unfinished_job_is_marked_missing(tmp_path, cli_env):
     sweep = tmp_path / "sweep"
     out = metarun("-m", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}", env=cli_env)
@@ -53,6 +56,7 @@ def test_an_unfinished_job_is_marked_missing(tmp_path, cli_env):
     assert "missing" in shown.stdout and "(seed=1)" in shown.stdout
 
 
+@pytest.mark.slow
 def test_optuna_search_preset_runs_trials_and_reports_the_best(tmp_path, cli_env):
     sweep = tmp_path / "search"
     out = metarun("-m", "hydra/sweeper=search", "hydra.sweeper.n_trials=2", *TINY, f"hydra.sweep.dir={sweep}",

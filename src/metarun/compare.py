@@ -22,7 +22,7 @@ from typing import Any
 from metarun import messages
 from metarun.results import RESULTS, SCORES, ResultsError, find_jobs, read_results
 from metarun.settings import describe, differences, matches, run_settings, show
-from metarun.stats import Paired, format_p, paired
+from metarun.stats import Paired, p_is, paired
 
 # What fixes a run's test tasks: results.json fields (named by the setting a user changes), then config keys
 # read from .hydra/config.yaml.
@@ -255,13 +255,13 @@ def report(c: Comparison) -> str:
         which = f"seed {seed}" if not c.note else f"seeds {c.a[0].seed} (A) and {c.b[0].seed} (B)"
         lines.append(f"{which}: A {amount(c.metric, p.mean_a, False)}, B {amount(c.metric, p.mean_b, False)}, "
                      f"A − B = {amount(c.metric, p.diff)} ({interval(c.metric, p)}; paired t over {p.n} tasks: "
-                     f"t = {p.t:.3g}, p = {format_p(p.p_t)}; Wilcoxon signed-rank p = {format_p(p.p_wilcoxon)}, "
+                     f"t = {p.t:.3g}, {p_is(p.p_t)}; Wilcoxon signed-rank {p_is(p.p_wilcoxon)}, "
                      f"{p.nonzero} tasks differ, {p.wilcoxon_method})")
     if c.across is not None:
         p = c.across
         lines.append(f"across {p.n} seeds (each seed's mean, seed paired with seed): A − B = "
                      f"{amount(c.metric, p.diff)} ({interval(c.metric, p)}; paired t, {p.n - 1} degrees of freedom: "
-                     f"t = {p.t:.3g}, p = {format_p(p.p_t)}; Wilcoxon signed-rank p = {format_p(p.p_wilcoxon)})")
+                     f"t = {p.t:.3g}, {p_is(p.p_t)}; Wilcoxon signed-rank {p_is(p.p_wilcoxon)})")
     lines += [f"left out: {note}" for note in c.unpaired]
     if c.note:
         lines.append(f"note: {c.note}")

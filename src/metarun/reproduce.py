@@ -216,9 +216,10 @@ def run_cli(argv: list[str] | None = None) -> int:
         code = launch(name, paper, todo, out, args)
     notes = [QUICK_NOTE] if args.budget == "quick" else []
     notes += [f"Note: {n}" for n in paper.get("notes") or []]
-    if args.overrides:
-        notes.append(f"Command-line overrides for every cell: {' '.join(args.overrides)}" + (
-            " (these change the paper's budget)" if any(o.split("=")[0] in BUDGET_KEYS for o in args.overrides)
+    changes = [o for o in args.overrides if not o.startswith(("hydra.", "hydra/"))]  # how to run, not what
+    if changes:
+        notes.append(f"Command-line overrides for every cell: {' '.join(changes)}" + (
+            " (these change the paper's budget)" if any(o.split("=")[0] in BUDGET_KEYS for o in changes)
             else ""))
     try:
         table = side_by_side(paper, out, args.seeds)

@@ -216,3 +216,9 @@ def format_p(p: float) -> str:
     if p < 1e-10:
         return "< 1e-10"
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def p_is(p: float) -> str:
+    """`p = 0.031`, or `p < 1e-10` where the value is below what is printed."""
+    text = format_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
