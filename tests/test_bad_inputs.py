@@ -510,6 +510,8 @@ def test_resume_with_an_override_that_changes_the_config(forker, tmp_path, finis
     pytest.param(["--resume", "{tmp}"], ["`--resume {tmp}`: {tmp} is not a folder that metarun wrote: it has neither "
                                          ".hydra/overrides.yaml (a run) nor multirun.yaml (a multirun)"],
                  id="not-a-run-folder"),
+    pytest.param(["--resume", "{tmp}/nowhere"], ["`--resume {tmp}/nowhere`: there is no {tmp}/nowhere. Pass the "
+                                                 "folder that the stop message"], id="no-such-folder"),
     pytest.param(["-m", "--resume", "{tmp}"], ["continues what the folder holds, a run or a multirun; leave out "
                                                "`-m`"], id="with-multirun"),
 ])

@@ -26,7 +26,7 @@ def test_quick_sine_reproduction_then_only_missing_cells_rerun(tmp_path, cli_env
     out = tmp_path / "rep"
     first = reproduce("ga-sine", "--budget", "quick", "--out", str(out), *SHRINK, env=cli_env)
     assert first.returncode == 0, first.stderr
-    assert "running 2 cell(s)" in first.stdout and "NOT the paper's budgets" in first.stdout
+    assert "running 2 cell(s)" in first.stdout and "NOT the paper's budgets; expect a higher mse." in first.stdout
     table = (out / "reproduce.csv").read_text().splitlines()
     assert table[0] == ("cell,ours (mean ± 95% CI over test tasks),test tasks,published,published ± is,difference,"
                         "p (z),consistent at 95%? (z)") and len(table) == 3

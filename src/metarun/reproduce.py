@@ -35,7 +35,11 @@ BUDGET_KEYS = ("train.iterations", "train.meta_batch", "eval.tasks", "inner.step
 QUICK_DIVISOR = 100
 QUICK_TEST_TASKS = 200
 QUICK_NOTE = (f"QUICK BUDGET: iterations divided by {QUICK_DIVISOR} and at most {QUICK_TEST_TASKS} test tasks. "
-              "These are NOT the paper's budgets; expect lower numbers.")
+              "These are NOT the paper's budgets; expect {worse}.")
+
+
+def quick_note(metric: str) -> str:
+    return QUICK_NOTE.format(worse="lower accuracy" if metric == "accuracy" else f"a higher {metric}")
 
 
 def preset_names() -> list[str]:
@@ -214,7 +218,7 @@ def run_cli(argv: list[str] | None = None) -> int:
     todo = [c for c in chosen if not _done(out, c, args.seeds)]
     if todo and not args.table_only:
         code = launch(name, paper, todo, out, args)
-    notes = [QUICK_NOTE] if args.budget == "quick" else []
+    notes = [quick_note(paper.metric)] if args.budget == "quick" else []
     notes += [f"Note: {n}" for n in paper.get("notes") or []]
     changes = [o for o in args.overrides if not o.startswith(("hydra.", "hydra/"))]  # how to run, not what
     if changes:

@@ -216,6 +216,9 @@ def resume_argv(argv: list[str]) -> list[str]:
         hydra = [o for o in OmegaConf.select(saved_cfg, "hydra.overrides.hydra") or []
                  if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))]
         mode, where = ["-m"], f"hydra.sweep.dir={quoted(path)}"
+    elif not path.exists():
+        raise ConfigError(f"`--resume {folder}`: there is no {path.absolute()}. Pass the folder that the stop "
+                          "message or the run's `results:` line names (relative to where you run the command).")
     else:
         raise ConfigError(f"`--resume {folder}`: {path} is not a folder that metarun wrote: it has neither "
                           f"{HYDRA_DIR}/overrides.yaml (a run) nor multirun.yaml (a multirun). Pass the folder that "
