@@ -60,6 +60,17 @@ def test_table_rows_per_method_columns_per_setting(tmp_path):
     assert "\\begin{tabular}" in paths[2].read_text() and "0.4 $\\pm$ 0.01" in paths[2].read_text()
 
 
+def test_rows_and_columns_are_in_the_numeric_order_of_their_settings(tmp_path):
+    for i, (steps, shots) in enumerate(((10, 20), (3, 20), (1, 20), (1, 5))):
+        (tmp_path / str(i)).mkdir()
+        write_results(tmp_path / str(i), record("maml", "uniform", 0.5, shots=shots) | {"eval_steps": steps})
+    table = build_table(load_runs([tmp_path]))
+    # The 5-shot run is alone in its column: its row is the method's plain name. As strings, 10 came before 3.
+    assert list(table.index) == ["maml + uniform", "maml + uniform (eval_steps=1)", "maml + uniform (eval_steps=3)",
+                                 "maml + uniform (eval_steps=10)"]
+    assert list(table.columns) == ["sine 5-shot (mse)", "sine 20-shot (mse)"]
+
+
 def test_several_seeds_are_not_averaged_silently(tmp_path):
     for seed in (0, 1):
         (tmp_path / str(seed)).mkdir()

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -349,8 +350,16 @@ def build_table(runs: pd.DataFrame) -> pd.DataFrame:
     runs["row"] = row_labels(runs)
     runs["cell"] = runs.apply(cell, axis=1)
     table = runs.pivot_table(index="row", columns="setting", values="cell", aggfunc="first")
+    # Numbers in labels in their numeric order (eval.steps=3 before eval.steps=10, 5-way before 20-way).
+    table = table.reindex(index=sorted(table.index, key=natural), columns=sorted(table.columns, key=natural))
     table.index.name, table.columns.name = "method", None
     return table.fillna("—")
+
+
+def natural(label: str) -> tuple:
+    """A sort key that orders the numbers inside a label by value: ("eval.steps=", 3.0, ")") < (…, 10.0, …)."""
+    parts = re.split(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", label)
+    return tuple(float(p) if i % 2 else p for i, p in enumerate(parts))
 
 
 def write_table(table: pd.DataFrame, dest: Path) -> list[Path]:
