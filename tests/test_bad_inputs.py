@@ -83,6 +83,8 @@ CONFIG = [
     pytest.param(["inner.lr=-0.1"], ["`inner.lr=-0.1` is invalid", "Set e.g. `inner.lr=0.01`"],
                  id="negative-inner-lr"),
     pytest.param(["eval.tasks=0"], ["`eval.tasks=0` is invalid", "must be greater than 0"], id="no-test-task"),
+    pytest.param(["ways=5"], ["`ways=5` does not apply to data=sine: a regression task has no classes",
+                              "Leave out `ways`"], id="ways-on-sine"),
     pytest.param(["device=cuda"], ["`device=cuda` was asked for, but this machine has no usable CUDA GPU",
                                    "Use `device=cpu`"], id="cuda-without-a-gpu"),
     pytest.param(CARRY + ["exec.mode=vmap"], ["`algo.inner_state=carry` makes each task's inner loop start from the "

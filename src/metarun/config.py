@@ -451,6 +451,11 @@ def _check_model(cfg: DictConfig) -> None:
     from omegaconf import OmegaConf
 
     images = "channels" in cfg.data
+    if not images and cfg.ways != 1:
+        raise ConfigError(
+            f"`ways={cfg.ways}` does not apply to data={cfg.data.name}: a regression task has no classes, so the "
+            "setting would only be recorded, never used. Leave out `ways` (it is 1 for regression), or choose a "
+            "classification dataset (`data=omniglot`, `data=miniimagenet`, `data=folder`).")
     if images and "in_channels" not in cfg.model:
         raise ConfigError(
             f"the chosen model (`{cfg.model._target_}`) takes vectors, but data={cfg.data.name} has images. "
