@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from metarun.cli import config_dir
-from metarun.config import ALGORITHMS, WEIGHTINGS, ConfigError, check, continuing_differences, register
+from metarun.config import ALGORITHMS, WEIGHTINGS, ConfigError, check, continuing_differences, register, run_differences
 
 register()
 
@@ -165,3 +165,14 @@ def test_image_datasets_bring_their_papers_network(data, filters, downsample):
     # The dataset's network is a default: a model named on the command line wins.
     assert make(f"data={data}", "model=conv4_pool64").model.filters == 64
     assert make(f"data={data}", "shots=5", "train.shots=10").train.shots == 10
+
+
+def test_a_presets_description_is_not_part_of_what_a_run_computes():
+    # A run made before a preset's text changed (published numbers renamed, notes added) is the same run; a
+    # setting the preset pins is not text.
+    now = OmegaConf.to_container(make("+paper=ga_sine"), resolve=True)
+    older = {**now, "paper": {**now["paper"], "notes": ["an older note"], "pm": None}}
+    assert run_differences(older, now) == [] and continuing_differences(older, now) == []
+    assert run_differences({k: v for k, v in now.items() if k != "paper"}, now) == []
+    assert run_differences(now, OmegaConf.to_container(make("+paper=ga_sine", "inner.lr=0.05"),
+                                                       resolve=True)) == ["inner.lr"]  # the preset pins eval.lr

@@ -501,6 +501,16 @@ def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+# A preset's `paper` block describes its source table (published numbers, what its ± is, notes, assumptions): it
+# changes nothing a run computes, so a run made before that text was edited is still the same run.
+DESCRIPTIVE = "paper"
+
+
+def run_differences(saved: Any, config: Any) -> list[str]:
+    """`differences` between what two configs compute: the preset's description left out."""
+    return [k for k in differences(saved, config) if k != DESCRIPTIVE and not k.startswith(f"{DESCRIPTIVE}.")]
+
+
 # How the tasks are executed, not what is computed (the modes give the same gradients, tests/test_execution.py):
 # a stopped run may continue with other values, e.g. a smaller `exec.chunk` after running out of GPU memory.
 EXECUTION_ONLY = {"exec.mode", "exec.chunk", "exec.workers", "exec.backend", "exec.timeout"}
@@ -538,7 +548,7 @@ def continuing_differences(saved: dict, config: dict) -> list[str]:
     """The keys in which `config` differs from a stopped run's `saved` one in a way that forbids continuing it:
     execution-only settings may change, and a setting the old run predates counts as at its old value."""
     added = {k for k, old in ADDED.items() if lookup(saved, k) is None and lookup(config, k) == old}
-    return sorted(set(differences(saved, config)) - EXECUTION_ONLY - added - _dropped(saved, config))
+    return sorted(set(run_differences(saved, config)) - EXECUTION_ONLY - added - _dropped(saved, config))
 
 
 def lookup(config: dict, key: str) -> Any:

@@ -22,7 +22,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from metarun import verdict
-from metarun.config import describe_differences, differences
+from metarun.config import describe_differences, run_differences
 from metarun.files import atomic_write
 from metarun.results import ResultsError, load_runs
 from metarun.rundir import saved_config
@@ -115,7 +115,7 @@ def foreign_cells(name: str, paper: DictConfig, cells: list[str], out: Path, arg
             if saved is None:
                 continue
             wanted = OmegaConf.to_container(compose(*overrides), resolve=True)
-            changed = differences(saved, wanted)
+            changed = run_differences(saved, wanted)
             if changed:
                 foreign.append(f"{folder} ({describe_differences(saved, wanted, changed, limit=3)})")
     return foreign

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from metarun.checkpoint import FILENAME as CHECKPOINT
-from metarun.config import ConfigError, continuing_differences, describe_differences, differences, lookup
+from metarun.config import ConfigError, continuing_differences, describe_differences, lookup, run_differences
 from metarun.files import atomic_write, remove_temporaries
 from metarun.results import FAILED, RESULTS
 
@@ -76,7 +76,7 @@ def claim(out_dir: Path, config: dict[str, Any], choose: str) -> Path | None:
     if results.is_file():
         _check_agrees(results, saved)
     # A finished run answers only for its own config; a stopped one may continue with other execution settings.
-    changed = differences(saved, config) if results.is_file() else continuing_differences(saved, config)
+    changed = run_differences(saved, config) if results.is_file() else continuing_differences(saved, config)
     if changed:
         if results.is_file():
             held = f"the finished results ({RESULTS}) of"
