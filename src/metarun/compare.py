@@ -208,7 +208,8 @@ def compare(a: list[Run], b: list[Run]) -> Comparison:
     across = None
     if len(per_seed) > 1:
         # A seed's mean accuracy is a multiple of 1/(answers per task × test tasks): counts again.
-        per_run = grid(a[0]) and grid(a[0]) * int(a[0].record["n_tasks"])
+        answers = grid(a[0])
+        per_run = answers * int(a[0].record["n_tasks"]) if answers else None
         across = paired([p.mean_a for p in per_seed.values()], [p.mean_b for p in per_seed.values()], per_run)
     return Comparison(a, b, per_seed, across, unpaired)
 

@@ -53,7 +53,7 @@ def _scale(metric: str) -> tuple[float, int]:
 
 def published_text(metric: str, published: float, half: float | None) -> str:
     _, digits = _scale(metric)
-    if half is None or math.isnan(half):
+    if no_ci(half):
         return f"{published:.{digits}f}"
     return f"{published:.{digits}f} ± {half:.{digits}f}"
 
@@ -70,14 +70,14 @@ def _check_kind(kind: str) -> None:
 def published_se(half: float | None, kind: str) -> float:
     """The standard error that a published ± contributes to a comparison (0 where it cannot be used)."""
     _check_kind(kind)
-    if half is None or math.isnan(half) or kind == "unknown":
+    if no_ci(half) or kind == "unknown":
         return 0.0
     return half / Z95 if kind == "ci95_tasks" else half
 
 
 def _pm_text(half: float | None, kind: str) -> str:
     _check_kind(kind)
-    return NO_PM if half is None or math.isnan(half) else PM_KINDS[kind]
+    return NO_PM if no_ci(half) else PM_KINDS[kind]
 
 
 def task_se(run: Mapping[str, Any], scale: float = 1.0) -> float:
