@@ -76,8 +76,8 @@ def compose(variant: str, meta_batch: int, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from metarun.cli import config_dir
-    from metarun.config import register
+    from metarun.commands.cli import config_dir
+    from metarun.config.store import register
 
     algo, steps, *own = variant.split(":")
     register()
@@ -126,8 +126,8 @@ def measure(step, sample, device, repeats: int, warmup: int) -> dict:
 def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
     import torch
 
-    from metarun import precision
-    from metarun.build import build
+    from metarun.core import precision
+    from metarun.run.build import build
 
     meta_batch = args.meta_batch
     cfg = compose(variant, meta_batch, args.overrides)
@@ -198,7 +198,7 @@ def metarun_step(cfg, parts, args):
     """One training step's computation: the training loop's own meta-step (its executor, weighting and
     combination, across the ranks under torchrun), up to its one host sync (the finiteness check); not the
     optimiser step."""
-    from metarun.train import meta_step
+    from metarun.run.train import meta_step
 
     def step(episode):
         if not meta_step(parts, parts.theta(), episode, args.diagnose, 1).finite:

@@ -7,7 +7,7 @@
 The runs go through one Hydra multirun (`metarun -m +study=ga_sine`, joblib launcher, one thread per job);
 a rerun in the same folder finds the finished jobs and runs only the missing ones. The report compares
 agreement with uniform weighting in every setting, seed paired with seed, each pair on the same 1,000 test
-tasks (metarun.study), and writes ga_study.md and ga_study.csv into the folder.
+tasks (metarun.report.study), and writes ga_study.md and ga_study.csv into the folder.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from metarun.compare import CompareError
 from metarun.files import atomic_write
-from metarun.results import ResultsError
-from metarun.study import paired_study, summary
+from metarun.report.compare import CompareError
+from metarun.report.results import ResultsError
+from metarun.report.study import paired_study, summary
 
 
 def main(argv: list[str] | None = None) -> int:

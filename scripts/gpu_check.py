@@ -133,10 +133,10 @@ def _bench_row(kind: str, variant: str, args: argparse.Namespace, overrides: lis
 def precision_part(dry: bool, deadline: float, out: Path) -> Iterator[Row]:
     import torch
 
-    from metarun import precision
-    from metarun.build import build
-    from metarun.execution import task_grads
-    from metarun.functional import detached, flatten
+    from metarun.core import precision
+    from metarun.core.functional import detached, flatten
+    from metarun.run.build import build
+    from metarun.run.execution import task_grads
 
     meta_batch, variant = (2, "maml:1") if dry else (32, "maml:5")
     overrides = [*bench.SETTINGS["omniglot"]["overrides"], *bench.SYNTHETIC, f"device={device_name(dry)}",
@@ -178,9 +178,10 @@ def precision_part(dry: bool, deadline: float, out: Path) -> Iterator[Row]:
 def train_part(dry: bool, deadline: float, out: Path) -> Iterator[Row]:
     from hydra import compose, initialize_config_dir
 
-    from metarun.cli import config_dir
-    from metarun.config import check, register
-    from metarun.train import run
+    from metarun.commands.cli import config_dir
+    from metarun.config.checks import check
+    from metarun.config.store import register
+    from metarun.run.train import run
 
     real = (omniglot_root() / "images_background.zip").is_file() and not dry
     iterations = 3 if dry else 500

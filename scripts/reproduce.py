@@ -3,7 +3,7 @@
 The same as the `metarun-reproduce` command; see `metarun-reproduce --help`.
 """
 
-from metarun.reproduce import main
+from metarun.commands.reproduce import main
 
 if __name__ == "__main__":
     main()

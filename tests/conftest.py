@@ -132,7 +132,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def tiny():
     """A tiny float64 MLP regression problem: model, loss and one task's support and query sets."""
-    from metarun.functional import Objective
+    from metarun.core.functional import Objective
     from metarun.models import MLP
 
     torch.manual_seed(0)

@@ -115,7 +115,7 @@ def kill_at_step(call: int) -> None:
 
 def kill_at_log_row(call: int) -> None:
     """SIGKILL while writing the `call`-th row of metrics.csv."""
-    from metarun import results
+    from metarun.report import results
 
     real = results.MetricsLog.write
     hit = _nth(call)
@@ -241,7 +241,7 @@ def zero_agreement_vectors() -> None:
 
 def raise_in_job(seed: int) -> None:
     """The job with this seed raises, as a bug in one cell of a sweep would."""
-    from metarun import train
+    from metarun.run import train
 
     real = train.run
 
@@ -337,15 +337,15 @@ def _child(job: dict) -> int:
         PATCHES[name](**kwargs)
     try:
         if job["entry"] == "table":
-            from metarun.cli import table_main
+            from metarun.commands.cli import table_main
 
             return table_main(job["argv"])
         if job["entry"] == "eval":
-            from metarun.reevaluate import main as eval_main
+            from metarun.run.reevaluate import main as eval_main
 
             sys.argv = ["metarun-eval", *job["argv"]]
             sys.exit(eval_main())
-        from metarun.cli import main
+        from metarun.commands.cli import main
 
         sys.argv = ["metarun", *job["argv"]]
         sys.exit(main())  # as the console script does
@@ -361,11 +361,11 @@ def serve() -> None:
     import torch  # noqa: F401
     import torch._dynamo  # noqa: F401  (the first optimiser imports it: 2.5 s)
 
-    import metarun.cli  # noqa: F401
+    import metarun.commands.cli  # noqa: F401
     import metarun.data.miniimagenet  # noqa: F401
     import metarun.data.omniglot  # noqa: F401
-    import metarun.results  # noqa: F401
-    import metarun.train  # noqa: F401
+    import metarun.report.results  # noqa: F401
+    import metarun.run.train  # noqa: F401
 
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

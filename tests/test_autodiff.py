@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarun import autodiff
-from metarun.execution import task_grads
+from metarun.core import autodiff
+from metarun.run.execution import task_grads
 from test_execution import ALGOS, problem
 
 
 def torch_func_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every gradient of metarun.autodiff torch.func's, as before the plain-autograd path existed."""
+    """Make every gradient of metarun.core.autodiff torch.func's, as before the plain-autograd path existed."""
     monkeypatch.setattr(autodiff, "inside_transform", lambda: True)
 
 

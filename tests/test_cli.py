@@ -20,7 +20,7 @@ def metarun(*args: str, env=None) -> subprocess.CompletedProcess:
 
 
 def table(*args: str, env=None) -> subprocess.CompletedProcess:
-    code = "import sys; from metarun.cli import table_main; sys.exit(table_main(sys.argv[1:]))"
+    code = "import sys; from metarun.commands.cli import table_main; sys.exit(table_main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -45,7 +45,7 @@ def test_tiny_run_writes_its_files(tmp_path, cli_env):
 
     # The same command again reports the finished run, without importing torch and without writing anything.
     files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    code = ("import sys; from metarun.cli import main\n"
+    code = ("import sys; from metarun.commands.cli import main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     again = subprocess.run([sys.executable, "-c", code, *TINY, "algo=reptile", "weighting=agreement",
@@ -122,7 +122,7 @@ def test_table_on_a_folder_without_runs(tmp_path, cli_env):
 
 def test_config_inspection_does_not_import_torch(cli_env):
     code = ("import sys; sys.argv = ['metarun', '--cfg', 'job', 'algo=reptile']\n"
-            "from metarun.cli import main\n"
+            "from metarun.commands.cli import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, timeout=60)

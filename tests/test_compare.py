@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metarun.cli import table_main
-from metarun.compare import compare, load_side, main
-from metarun.results import load_runs, write_results, write_scores
-from metarun.seeds import ACROSS, PER_SEED, seed_table
+from metarun.commands.cli import table_main
+from metarun.report.compare import compare, load_side, main
+from metarun.report.results import load_runs, write_results, write_scores
+from metarun.report.seeds import ACROSS, PER_SEED, seed_table
 
 
 def make_run(folder: Path, scores: list[float], seed: int = 0, weighting: str = "uniform", inner_lr: float = 0.01,
@@ -173,8 +173,8 @@ def test_seed_table_mean_and_t_interval_across_seeds(tmp_path):
 # ---- the paired study over a sweep (scripts/ga_study.py) ---------------------------------------------------------
 
 def test_paired_study_pairs_seeds_within_each_setting_and_names_failures(tmp_path):
-    from metarun.results import write_failure
-    from metarun.study import paired_study, summary
+    from metarun.report.results import write_failure
+    from metarun.report.study import paired_study, summary
 
     sweep = tmp_path / "sweep"
     for lr, shift in (("0.01", 0.1), ("0.02", -0.1)):  # agreement higher (better) at 0.01, lower at 0.02
@@ -202,7 +202,7 @@ def test_paired_study_pairs_seeds_within_each_setting_and_names_failures(tmp_pat
 
 
 def test_study_verdicts_come_from_holm_adjusted_p_values(tmp_path):
-    from metarun.study import P_HOLM, P_RAW, paired_study, summary
+    from metarun.report.study import P_HOLM, P_RAW, paired_study, summary
 
     sweep = tmp_path / "sweep"
     for lr in ("0.01", "0.02", "0.03", "0.04"):

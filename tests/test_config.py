@@ -12,8 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from metarun.cli import config_dir
-from metarun.config import ALGORITHMS, WEIGHTINGS, ConfigError, check, continuing_differences, register, run_differences
+from metarun.commands.cli import config_dir
+from metarun.config.checks import ALGORITHMS, WEIGHTINGS, check
+from metarun.config.resume import continuing_differences, run_differences
+from metarun.config.schema import ConfigError
+from metarun.config.store import register
 
 register()
 

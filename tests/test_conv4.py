@@ -11,10 +11,10 @@ from metarun.algorithms.cavia import CAVIA
 from metarun.algorithms.convex_imaml import ConvexIMAML
 from metarun.algorithms.imaml import IMAML
 from metarun.algorithms.maml import MAML
-from metarun.execution import task_grads
-from metarun.functional import Objective, detached
+from metarun.core.functional import Objective, detached
+from metarun.core.tasks import Episode
 from metarun.models import Conv4, conv4_feature_size
-from metarun.tasks import Episode
+from metarun.run.execution import task_grads
 from test_gradients import central_differences, leaves, relative_error
 
 WAYS, SIZE = 3, 8

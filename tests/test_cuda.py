@@ -19,12 +19,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from metarun import precision
-from metarun.cli import config_dir
-from metarun.config import ALGORITHMS, WEIGHTINGS, register
-from metarun.execution import task_grads
-from metarun.signals import Interrupted
-from metarun.train import run
+from metarun.commands.cli import config_dir
+from metarun.config.checks import ALGORITHMS, WEIGHTINGS
+from metarun.config.store import register
+from metarun.core import precision
+from metarun.run.execution import task_grads
+from metarun.run.signals import Interrupted
+from metarun.run.train import run
 
 pytestmark = pytest.mark.cuda
 register()

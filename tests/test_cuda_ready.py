@@ -21,14 +21,14 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from metarun.algorithms import TaskGrads
+from metarun.core.functional import Objective, detached
+from metarun.core.tasks import ClassEpisodes
 from metarun.data.classification import ImageClasses
 from metarun.data.sine import SineWaves
-from metarun.evaluate import scores
-from metarun.execution import task_grads
-from metarun.functional import Objective, detached
 from metarun.models import MLP, Conv4
-from metarun.tasks import ClassEpisodes
-from metarun.train import combine, outer_step, restore
+from metarun.run.evaluate import scores
+from metarun.run.execution import task_grads
+from metarun.run.train import combine, outer_step, restore
 from metarun.weighting.agreement import Agreement
 from metarun.weighting.loss_softmax import LossSoftmax
 from metarun.weighting.uniform import Uniform

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from metarun.commands.data import main
 from metarun.data import download, omniglot
 from metarun.data.cache import MANIFEST, DataError
-from metarun.data.command import main
 from test_miniimagenet import Data
 
 NAMES = ("images_background", "images_evaluation")

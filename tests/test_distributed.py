@@ -19,9 +19,9 @@ import torch
 import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
 
-from metarun.build import build
-from metarun.cli import config_dir
-from metarun.config import register
+from metarun.commands.cli import config_dir
+from metarun.config.store import register
+from metarun.run.build import build
 
 register()
 
@@ -45,7 +45,7 @@ def overrides_for(algo: str, weighting: str) -> list[str]:
 def combined(algo: str, weighting: str) -> dict[str, torch.Tensor]:
     """The combined meta-gradient of one meta-batch in float64, through build and the loop's meta_step, as the
     environment (one process, or a rank) runs it."""
-    from metarun.train import meta_step
+    from metarun.run.train import meta_step
 
     parts = build(config(*overrides_for(algo, weighting)))
     theta = {k: v.double() for k, v in parts.theta().items()}
@@ -235,7 +235,7 @@ def param_hash(params: dict[str, torch.Tensor]) -> str:
 def _steps_and_hash(rank: int, size: int, port: int, out: str) -> None:
     os.environ.update(rank_env(rank, size, port))
     torch.set_num_threads(1)
-    from metarun.train import meta_step, outer_step
+    from metarun.run.train import meta_step, outer_step
 
     parts = build(config(*BASE, "algo=meta_sgd", "weighting=agreement"))
     params = parts.parameters()
@@ -255,8 +255,8 @@ def test_every_rank_holds_identical_parameters_and_optimiser_state_after_n_steps
 
 
 def test_cuda_ranks_need_a_gpu_each(monkeypatch):
-    from metarun import distributed
-    from metarun.config import ConfigError
+    from metarun.config.schema import ConfigError
+    from metarun.core import distributed
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     env = distributed.Environment(rank=3, size=4, local_rank=3, local_size=4)
@@ -286,7 +286,7 @@ def test_bad_input_under_torchrun_is_said_once_and_every_rank_fails(tmp_path, ar
 
 def _one_rank_hangs(rank: int, size: int, port: int, out: str) -> None:
     os.environ.update(rank_env(rank, size, port))
-    from metarun import distributed
+    from metarun.core import distributed
 
     world = distributed.join(distributed.environment(), torch.device("cpu"), "auto", timeout_s=3)
     if rank == 1:  # hangs: never joins the all-reduce (until rank 0 has said so, or 20 s)

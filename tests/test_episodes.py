@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarun.tasks import ClassEpisodes, RaggedClassEpisodes, class_episodes
+from metarun.core.tasks import ClassEpisodes, RaggedClassEpisodes, class_episodes
 
 CLASSES, PER_CLASS = 12, 9
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from metarun.results import ci95
+from metarun.report.results import ci95
 
 EVIDENCE = ROOT / "docs" / "results"
 RECORDS = sorted(EVIDENCE.rglob("results.json"))

@@ -11,12 +11,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from metarun import checkpoint, precision
-from metarun.build import resolve_device
-from metarun.cli import config_dir
-from metarun.config import ConfigError, register
-from metarun.execution import Chunking, OutOfMemory
-from metarun.train import run
+from metarun.commands.cli import config_dir
+from metarun.config.schema import ConfigError
+from metarun.config.store import register
+from metarun.core import precision
+from metarun.run import checkpoint
+from metarun.run.build import resolve_device
+from metarun.run.execution import Chunking, OutOfMemory
+from metarun.run.train import run
 from test_bad_inputs import TINY, never_started, refused
 from test_execution import ALGOS, problem
 
@@ -81,7 +83,7 @@ def device_with_room(tasks: int, calls: list[int]):
 
 def test_auto_chunk_halves_after_running_out_of_memory_and_keeps_the_size(caplog):
     chunks, calls = Chunking("auto", CUDA, "vmap", "training step"), []
-    with caplog.at_level(logging.INFO, logger="metarun.execution"):
+    with caplog.at_level(logging.INFO, logger="metarun.run.execution"):
         assert chunks.run(device_with_room(5, calls), 32) == "ran 4"
     assert calls == [0, 16, 8, 4] and chunks.size == 4
     said = [r.getMessage() for r in caplog.records]
@@ -116,7 +118,7 @@ def config(*overrides: str):
 
 
 def test_a_run_that_backs_off_records_its_chunk(tmp_path, monkeypatch, caplog):
-    import metarun.execution as execution
+    import metarun.run.execution as execution
 
     class OnAGpu(Chunking):  # the training step's chunking as on a GPU; the CPU's memory is not simulated
         def __init__(self, setting, device, mode, what):
@@ -131,7 +133,7 @@ def test_a_run_that_backs_off_records_its_chunk(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(execution, "Chunking", OnAGpu)
     monkeypatch.setattr(execution, "task_grads", tight)
-    with caplog.at_level(logging.INFO, logger="metarun.execution"):
+    with caplog.at_level(logging.INFO, logger="metarun.run.execution"):
         record, _ = run(config("exec.mode=vmap"), tmp_path)
     assert record["exec_chunk"] == 2 and json.loads((tmp_path / "results.json").read_text())["exec_chunk"] == 2
     assert [r.getMessage().rsplit(";", 1)[-1] for r in caplog.records if r.levelno == logging.WARNING] == \
@@ -166,7 +168,7 @@ def resolved(cfg) -> dict:
 def test_tf32_is_off_by_default_and_a_cpu_ignores_it(caplog):
     cfg = config()
     assert cfg.exec.tf32 is False and cfg.exec.autocast == "none" and cfg.exec.chunk == "auto"
-    with caplog.at_level(logging.WARNING, logger="metarun.precision"):
+    with caplog.at_level(logging.WARNING, logger="metarun.core.precision"):
         assert precision.use_tf32(False, torch.device("cpu")) is False and not caplog.records
         assert precision.use_tf32(True, torch.device("cpu")) is False
     assert len(caplog.records) == 1
@@ -197,8 +199,8 @@ BF16_RELATIVE = 0.15
 @pytest.mark.parametrize("mode", ["loop", "vmap"])
 @pytest.mark.parametrize("name", ["maml", "fomaml", "imaml", "cavia", "convex_imaml"])
 def test_bf16_autocast_runs_and_keeps_float32_meta_gradients(name, mode):
-    from metarun.execution import task_grads
-    from metarun.functional import flatten
+    from metarun.core.functional import flatten
+    from metarun.run.execution import task_grads
 
     theta, loss, episode = problem(torch.float32, name)
     algo = ALGOS[name]()

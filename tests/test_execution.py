@@ -14,10 +14,10 @@ from metarun.algorithms.imaml import IMAML
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.meta_sgd import MetaSGD
 from metarun.algorithms.reptile import Reptile
+from metarun.core.functional import Objective, detached, weighted_sum
 from metarun.data.sine import SineWaves
-from metarun.execution import Executor, task_grads
-from metarun.functional import Objective, detached, weighted_sum
 from metarun.models import MLP
+from metarun.run.execution import Executor, task_grads
 
 ALGOS = {
     "maml": lambda: MAML("maml", steps=3, lr=0.05),
@@ -115,7 +115,7 @@ def test_weighted_sum_is_the_per_task_combination():
 
 @pytest.mark.parametrize("name", ALGOS)
 def test_evaluation_predictions_are_the_same_batched_or_not(name):
-    from metarun.evaluate import scores
+    from metarun.run.evaluate import scores
 
     theta, loss, episode = problem(torch.float64, name)
     algo = ALGOS[name]()
@@ -154,8 +154,8 @@ def test_cavia_loss_before_is_the_zero_context_loss():
 
 
 def test_auto_mode_is_vmap_on_a_gpu_and_for_the_mlp_and_the_loop_for_convnets_on_a_cpu():
-    from metarun.execution import execution_mode
     from metarun.models import Conv4
+    from metarun.run.execution import execution_mode
 
     mlp, conv = MLP(1, [8], 1), Conv4(1, 28, 5, filters=4, downsample="maxpool", features="flatten")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")

@@ -16,13 +16,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from metarun.cli import config_dir
-from metarun.config import ALGORITHMS, register
+from metarun.commands.cli import config_dir
+from metarun.config.checks import ALGORITHMS
+from metarun.config.store import register
+from metarun.core.tasks import ClassEpisodes, RaggedClassEpisodes
 from metarun.data import folder as folder_module
 from metarun.data.cache import MANIFEST, DataError
 from metarun.data.folder import ImageFolder
-from metarun.tasks import ClassEpisodes, RaggedClassEpisodes
-from metarun.train import run
+from metarun.run.train import run
 from synthetic import write_folder, write_image
 
 CPU = torch.device("cpu")

@@ -15,7 +15,7 @@ from metarun.algorithms.convex_maml import ConvexMAML
 from metarun.algorithms.fomaml import FOMAML
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.reptile import Reptile
-from metarun.functional import Objective, detached
+from metarun.core.functional import Objective, detached
 from metarun.models import MLP
 
 LR = 0.3
@@ -191,8 +191,8 @@ def tasks_of(seed: int, count: int):
 def test_reptile_carried_adam_matches_a_hand_written_loop(tiny):
     """The official code's inner Adam: moments and step count carried through the meta-batch and across
     iterations; every test task starts from the end-of-training state, which it leaves unchanged."""
-    from metarun.execution import task_grads
-    from metarun.tasks import Episode
+    from metarun.core.tasks import Episode
+    from metarun.run.execution import task_grads
 
     model, loss, _ = tiny
     theta = detached(model)

@@ -26,9 +26,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from metarun.cli import config_dir
-from metarun.config import register
-from metarun.train import run
+from metarun.commands.cli import config_dir
+from metarun.config.store import register
+from metarun.run.train import run
 
 # Operations whose result the host must read from the device.
 HOST_READS = ("_local_scalar_dense", "_linalg_check_errors", "nonzero", "masked_select", "_unique", "unique_")

@@ -6,10 +6,10 @@ import torch
 from torch.func import hessian
 from torch.nn import functional as F
 
-from metarun import solvers
 from metarun.algorithms.convex_imaml import ConvexIMAML
 from metarun.algorithms.imaml import IMAML
-from metarun.functional import detached, ravel
+from metarun.core import solvers
+from metarun.core.functional import detached, ravel
 from test_gradients import leaves, mlp
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import metarun
-from metarun.learner import LearnerError
+from metarun.run.learner import LearnerError
 
 ALGOS = ["maml", "fomaml", "reptile", "imaml", "convex_maml", "convex_imaml", "cavia", "anil", "meta_sgd", "maml_pp"]
 TINY = ["train.iterations=2", "train.meta_batch=2", "eval.tasks=5", "eval.chunk=3", "eval.val_tasks=0",

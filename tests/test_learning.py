@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from metarun.build import build
-from metarun.cli import config_dir
-from metarun.config import register
-from metarun.evaluate import evaluate
-from metarun.tasks import fixed_stream
-from metarun.train import run
+from metarun.commands.cli import config_dir
+from metarun.config.store import register
+from metarun.core.tasks import fixed_stream
+from metarun.run.build import build
+from metarun.run.evaluate import evaluate
+from metarun.run.train import run
 
 register()
 

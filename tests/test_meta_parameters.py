@@ -14,10 +14,10 @@ from metarun.algorithms.anil import ANIL
 from metarun.algorithms.convex_maml import ConvexMAML
 from metarun.algorithms.maml import BNWB, LSLR, MAML
 from metarun.algorithms.meta_sgd import LR, MetaSGD
-from metarun.execution import task_grads
-from metarun.functional import Objective, detached
+from metarun.core.functional import Objective, detached
+from metarun.core.tasks import Episode
 from metarun.models import Conv4
-from metarun.tasks import Episode
+from metarun.run.execution import task_grads
 from test_gradients import central_differences, head_only_query_loss, leaves, mlp, relative_error
 
 STEP = 0.3
@@ -217,9 +217,9 @@ def test_meta_parameters_are_checkpointed_and_restored_on_resume(tmp_path, monke
 
     from hydra import compose, initialize_config_dir
 
-    from metarun import checkpoint
-    from metarun.config import config_dir, register
-    from metarun.train import run
+    from metarun.config.store import config_dir, register
+    from metarun.run import checkpoint
+    from metarun.run.train import run
 
     register()
     overrides = [f"algo={algo}", "train.iterations=6", "train.meta_batch=3", "train.eval_every=0",

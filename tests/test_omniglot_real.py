@@ -17,13 +17,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from metarun.cli import config_dir
-from metarun.config import ALGORITHMS, register
+from metarun.commands.cli import config_dir
+from metarun.config.checks import ALGORITHMS
+from metarun.config.store import register
 from metarun.data import omniglot
 from metarun.data.cache import MANIFEST
 from metarun.data.omniglot import LAKE_VALIDATION, Omniglot
 from metarun.data.splits import PACKAGED
-from metarun.train import run
+from metarun.run.train import run
 
 CPU = torch.device("cpu")
 EPISODES = dict(ways=5, train=(1, 15), test=(1, 15))

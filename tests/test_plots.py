@@ -12,13 +12,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from metarun import checkpoint
-from metarun.build import build
-from metarun.cli import config_dir
-from metarun.config import register
-from metarun.functional import detached
-from metarun.plots import find_runs, read_metrics, run_cli, run_label, sine_figure_data
-from metarun.train import run
+from metarun.commands.cli import config_dir
+from metarun.config.store import register
+from metarun.core.functional import detached
+from metarun.report.plots import find_runs, read_metrics, run_cli, run_label, sine_figure_data
+from metarun.run import checkpoint
+from metarun.run.build import build
+from metarun.run.train import run
 
 register()
 

@@ -1,7 +1,7 @@
 """Every paper preset (conf/paper/*.yaml) composes with each of its cells and records its table as the format says.
 
 Compose only: nothing is trained or instantiated. A cell is run as `metarun +paper=NAME <its overrides>`, so
-each test composes exactly that and checks the result with `metarun.config.check`.
+each test composes exactly that and checks the result with `metarun.config.checks.check`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from metarun.cli import config_dir
-from metarun.config import check, register
-from metarun.stats import accuracy_ci_bounds
-from metarun.verdict import PM_KINDS
+from metarun.commands.cli import config_dir
+from metarun.config.checks import check
+from metarun.config.store import register
+from metarun.report.stats import accuracy_ci_bounds
+from metarun.report.verdict import PM_KINDS
 
 register()
 

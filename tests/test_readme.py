@@ -2,7 +2,7 @@
 takes, and every row of its configuration table names keys that exist, with the defaults they have.
 
 Cheap by design: `metarun` commands are composed in-process with Hydra's compose API (as `--cfg job`
-would) and checked with `metarun.config.check`, never run; a sweep composes each of its values. That also
+would) and checked with `metarun.config.checks.check`, never run; a sweep composes each of its values. That also
 covers commands that cannot run here (a GPU, a dataset that is absent, Slurm). The other commands are
 parsed by their own argument parsers; scripts and console scripts must exist.
 
@@ -26,8 +26,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from metarun.cli import config_dir, table_parser
-from metarun.config import check, lookup, register
+from metarun.commands.cli import config_dir, table_parser
+from metarun.config.checks import check
+from metarun.config.resume import lookup
+from metarun.config.store import register
 
 register()
 README = (ROOT / "README.md").read_text()
@@ -84,7 +86,7 @@ def metarun_command(argv: list[str]) -> None:
 
 
 def reproduce_command(argv: list[str]) -> None:
-    from metarun.reproduce import parse, preset_names
+    from metarun.commands.reproduce import parse, preset_names
 
     args = parse(argv)
     name = args.preset.replace("-", "_")
@@ -95,7 +97,7 @@ def reproduce_command(argv: list[str]) -> None:
 
 
 def plot_command(argv: list[str]) -> None:
-    from metarun.plots import parser
+    from metarun.report.plots import parser
 
     parser().parse_args(argv)
 

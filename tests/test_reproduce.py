@@ -9,9 +9,9 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from metarun.config import differences
-from metarun.reproduce import cell_file, compose
-from metarun.rundir import saved_config
+from metarun.commands.reproduce import cell_file, compose
+from metarun.config.resume import differences
+from metarun.run.rundir import saved_config
 
 SHRINK = ["--", "device=cpu", "train.iterations=20", "eval.tasks=20", "train.meta_batch=4"]
 
@@ -99,7 +99,7 @@ def test_cell_file_turns_group_choices_into_defaults_and_values_into_the_body():
 
 def test_seeds_are_judged_by_their_across_seed_ci(tmp_path, cli_env):
     """`--seeds`: each cell's seeds in CELL/seed=S; a missing seed is named, the single-run folder is not used."""
-    from metarun.results import write_results
+    from metarun.report.results import write_results
 
     def run(folder, mean, seed):
         folder.mkdir(parents=True)

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from metarun.files import atomic_write
-from metarun.results import build_table, ci95, load_runs, run_table, write_results, write_table
+from metarun.report.results import build_table, ci95, load_runs, run_table, write_results, write_table
 
 
 def test_ci95_on_a_known_vector_is_students_t():

@@ -13,8 +13,8 @@ import random
 
 import pytest
 
-from metarun.stats import accuracy_ci_bounds, format_p, holm, on_grid, p_is, paired, t_interval, two_sample_z
-from metarun.verdict import OURS, P_T, P_Z, PM, VERDICT_T, VERDICT_Z, seed_row, task_row
+from metarun.report.stats import accuracy_ci_bounds, format_p, holm, on_grid, p_is, paired, t_interval, two_sample_z
+from metarun.report.verdict import OURS, P_T, P_Z, PM, VERDICT_T, VERDICT_Z, seed_row, task_row
 
 
 def test_t_interval_across_seeds():

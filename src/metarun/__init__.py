@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # `metarun.load` imports torch on first use only: the commands that import this package stay fast.
     if name == "load":
-        from metarun.learner import load
+        from metarun.run.learner import load
 
         return load
     raise AttributeError(f"module 'metarun' has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """`python -m metarun` is the `metarun` command."""
 
-from metarun.cli import main
+from metarun.commands.cli import main
 
 main()

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from metarun.config import DOWNSAMPLES
+from metarun.config.schema import DOWNSAMPLES
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 

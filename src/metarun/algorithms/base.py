@@ -6,8 +6,8 @@ from typing import Any, NamedTuple
 
 from torch import Tensor
 
-from metarun import inner
-from metarun.functional import Objective, Params
+from metarun.core import inner
+from metarun.core.functional import Objective, Params
 
 # Names of the meta-parameters an algorithm owns (Meta-SGD's learning rates) start with this, so that they
 # never collide with the network's (`body.convs.0.weight`, `head.bias`).

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.func import grad, grad_and_value, hessian, vjp, vmap
 
 from metarun.algorithms.base import Algorithm, TaskOutput
-from metarun.functional import Objective, Params, subtract
+from metarun.core.functional import Objective, Params, subtract
 
 
 def _augment(features: Tensor) -> Tensor:

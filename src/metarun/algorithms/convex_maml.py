@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from metarun import inner
 from metarun.algorithms.base import Algorithm, TaskOutput
-from metarun.autodiff import grad
-from metarun.functional import Objective, Params, subtract
+from metarun.core import inner
+from metarun.core.autodiff import grad
+from metarun.core.functional import Objective, Params, subtract
 
 
 class ConvexMAML(Algorithm):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from metarun import inner
 from metarun.algorithms.base import Algorithm, TaskOutput
-from metarun.autodiff import grad_and_value
-from metarun.functional import Objective, Params, subtract
+from metarun.core import inner
+from metarun.core.autodiff import grad_and_value
+from metarun.core.functional import Objective, Params, subtract
 
 
 class FOMAML(Algorithm):

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from metarun import inner, solvers
 from metarun.algorithms.base import Algorithm, TaskOutput
-from metarun.autodiff import grad, grad_and_value
-from metarun.functional import Objective, Params, dot, subtract
+from metarun.core import inner, solvers
+from metarun.core.autodiff import grad, grad_and_value
+from metarun.core.functional import Objective, Params, dot, subtract
 
 
 class IMAML(Algorithm):

@@ -26,10 +26,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metarun import inner
 from metarun.algorithms.base import META, Algorithm, TaskOutput, displacement, network
-from metarun.autodiff import grad
-from metarun.functional import Objective, Params
+from metarun.core import inner
+from metarun.core.autodiff import grad
+from metarun.core.functional import Objective, Params
 
 LSLR = META + "lslr."
 BNWB = META + "bnwb."

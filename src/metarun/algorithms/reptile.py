@@ -17,9 +17,9 @@ from typing import Any
 
 from torch import Tensor
 
-from metarun import inner
 from metarun.algorithms.base import Algorithm, TaskOutput
-from metarun.functional import Objective, Params, subtract
+from metarun.core import inner
+from metarun.core.functional import Objective, Params, subtract
 
 INNER_STATES = ("fresh", "carry")
 

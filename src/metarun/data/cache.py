@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metarun.config import ConfigError
+from metarun.config.schema import ConfigError
 from metarun.files import atomic_write, atomic_writer
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from metarun.core.tasks import ClassEpisodes, Episode, RaggedClassEpisodes, class_episodes
 from metarun.data.cache import DataError
-from metarun.tasks import ClassEpisodes, Episode, RaggedClassEpisodes, class_episodes
 
 SPLITS = ("train", "val", "test")
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from metarun.tasks import Episode
+from metarun.core.tasks import Episode
 
 
 class SineWaves:

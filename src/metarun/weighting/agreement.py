@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from metarun.algorithms.base import Algorithm, TaskGrads
-from metarun.config import ConfigError
-from metarun.distributed import SOLO, World
-from metarun.functional import Params, flatten
+from metarun.config.schema import ConfigError
+from metarun.core.distributed import SOLO, World
+from metarun.core.functional import Params, flatten
 from metarun.weighting.base import Weighting, WeightingError
 
 VECTORS = ("auto", "updates", "meta_grads")

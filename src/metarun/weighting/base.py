@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from metarun.algorithms.base import Algorithm, TaskGrads
-from metarun.distributed import SOLO, World
+from metarun.core.distributed import SOLO, World
 
 
 class WeightingError(ValueError):

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from metarun.algorithms.base import TaskGrads
-from metarun.config import ConfigError
-from metarun.distributed import SOLO, World
+from metarun.config.schema import ConfigError
+from metarun.core.distributed import SOLO, World
 from metarun.weighting.base import Weighting
 
 

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from metarun.algorithms.base import TaskGrads
-from metarun.distributed import SOLO, World
-from metarun.functional import Params
+from metarun.core.distributed import SOLO, World
+from metarun.core.functional import Params
 from metarun.weighting.base import Weighting
 
 

@@ -15,17 +15,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from metarun import __version__, checkpoint, precision
+from metarun import __version__
 from metarun.algorithms import TaskGrads
-from metarun.build import Parts, build
-from metarun.config import ConfigError
-from metarun.distributed import SOLO, World
-from metarun.evaluate import evaluate
-from metarun.functional import Params, weighted_sum
-from metarun.loggers import tensorboard_log
-from metarun.results import CI_METHOD, METRICS, MetricsLog, ci95, settings_record, write_results, write_scores
-from metarun.signals import Interrupted, stop_requests
-from metarun.tasks import Episode, fixed_stream
+from metarun.config.schema import ConfigError
+from metarun.core import precision
+from metarun.core.distributed import SOLO, World
+from metarun.core.functional import Params, weighted_sum
+from metarun.core.tasks import Episode, fixed_stream
+from metarun.report.results import CI_METHOD, METRICS, MetricsLog, ci95, settings_record, write_results, write_scores
+from metarun.run import checkpoint
+from metarun.run.build import Parts, build
+from metarun.run.evaluate import evaluate
+from metarun.run.loggers import tensorboard_log
+from metarun.run.signals import Interrupted, stop_requests
 from metarun.weighting import Weighting
 
 COLUMNS = (
@@ -234,7 +236,7 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
     """Train and test as `cfg` says; returns the results record and the final validation metric.
 
     A folder with a checkpoint from the same config continues from it (whether the folder may be used at
-    all, and whether it holds finished results, the caller decides: metarun.rundir). `accepted` is called
+    all, and whether it holds finished results, the caller decides: metarun.run.rundir). `accepted` is called
     once every check has passed, before anything is written.
     """
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from metarun.config import ConfigError
+from metarun.config.schema import ConfigError
 
 BACKENDS = ("auto", "gloo", "nccl")
 

@@ -9,13 +9,13 @@ import torch
 from torch import Tensor
 
 from metarun.algorithms import Algorithm
-from metarun.distributed import SOLO, World
-from metarun.execution import Executor
-from metarun.functional import Objective, Params
-from metarun.tasks import Episode
+from metarun.core.distributed import SOLO, World
+from metarun.core.functional import Objective, Params
+from metarun.core.tasks import Episode
+from metarun.run.execution import Executor
 
 if TYPE_CHECKING:
-    from metarun.build import Parts
+    from metarun.run.build import Parts
 
 Score = Callable[[Tensor, Tensor], Tensor]
 

@@ -2,7 +2,7 @@
 
 `paired_study(SWEEP, "weighting", "agreement", "uniform")` groups the sweep's runs by their overrides
 (`.hydra/overrides.yaml`) other than the seed and the factor, pairs seed with seed inside each group,
-and compares each pair on their shared test tasks (metarun.compare): a row per setting with the mean
+and compares each pair on their shared test tasks (metarun.report.compare): a row per setting with the mean
 difference A − B across seeds, its t-based 95% CI and the paired t-test's p-value. The settings of one
 study are one family of tests: the verdict words come from Holm-adjusted p-values over the family (5%),
 printed beside the raw ones. Runs that did not finish are named in their row, never dropped. No torch here.
@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from metarun.compare import CompareError, compare, load_run
-from metarun.results import FAILED, RESULTS, find_jobs
-from metarun.settings import matches
-from metarun.stats import format_p, holm
+from metarun.report.compare import CompareError, compare, load_run
+from metarun.report.results import FAILED, RESULTS, find_jobs
+from metarun.report.settings import matches
+from metarun.report.stats import format_p, holm
 
 SKIPPED_KEYS = ("seed", "hydra.", "+")  # overrides that are not part of a setting's name
 P_RAW = "p (paired t across seeds)"

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from metarun.config import ConfigError
+from metarun.config.schema import ConfigError
 
 
 class NoLog:

@@ -22,8 +22,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from metarun.results import no_ci, pm
-from metarun.stats import Z95, format_p, t_interval, t_quantile, z_verdict
+from metarun.report.results import no_ci, pm
+from metarun.report.stats import Z95, format_p, t_interval, t_quantile, z_verdict
 
 OURS = "ours (mean ± 95% CI over test tasks)"
 PM = "published ± is"

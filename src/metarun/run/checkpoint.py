@@ -9,7 +9,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from metarun.config import ConfigError, continuing_differences, describe_differences
+from metarun.config.resume import continuing_differences, describe_differences
+from metarun.config.schema import ConfigError
 from metarun.files import atomic_writer
 
 FILENAME = "checkpoint.pt"

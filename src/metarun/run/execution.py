@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from metarun import precision
 from metarun.algorithms.base import Algorithm, TaskGrads, TaskOutput
-from metarun.config import ConfigError
-from metarun.functional import Objective, Params
-from metarun.tasks import Episode
+from metarun.config.schema import ConfigError
+from metarun.core import precision
+from metarun.core.functional import Objective, Params
+from metarun.core.tasks import Episode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

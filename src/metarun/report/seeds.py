@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from metarun import messages
-from metarun.results import method_label, pm, setting_label
-from metarun.settings import describe, differences, run_settings
-from metarun.stats import t_interval
+from metarun.report.results import method_label, pm, setting_label
+from metarun.report.settings import describe, differences, run_settings
+from metarun.report.stats import t_interval
 
 ACROSS = "mean ± 95% CI across seeds (t)"
 PER_SEED = "per seed: mean ± 95% CI over test tasks"

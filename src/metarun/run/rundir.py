@@ -19,10 +19,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from metarun.checkpoint import FILENAME as CHECKPOINT
-from metarun.config import ConfigError, continuing_differences, describe_differences, lookup, run_differences
+from metarun.config.resume import continuing_differences, describe_differences, lookup, run_differences
+from metarun.config.schema import ConfigError
 from metarun.files import atomic_write, remove_temporaries
-from metarun.results import FAILED, RESULTS
+from metarun.report.results import FAILED, RESULTS
+from metarun.run.checkpoint import FILENAME as CHECKPOINT
 
 HYDRA_DIR = ".hydra"
 CONFIG_FILE = f"{HYDRA_DIR}/config.yaml"
@@ -46,7 +47,7 @@ def saved_config(out_dir: Path) -> dict[str, Any] | None:
 
 def _checkpoint_config(out_dir: Path) -> dict[str, Any] | None:
     """The config inside checkpoint.pt (imports torch): for folders whose `.hydra/` is gone."""
-    from metarun import checkpoint
+    from metarun.run import checkpoint
 
     try:
         return checkpoint.load(out_dir).get("config")

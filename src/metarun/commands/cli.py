@@ -23,8 +23,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from metarun import __version__, messages, rundir
-from metarun.config import ConfigError, check, config_dir, register
+from metarun import __version__, messages
+from metarun.config.checks import check
+from metarun.config.schema import ConfigError
+from metarun.config.store import config_dir, register
+from metarun.run import rundir
 
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away (`| head`)
 
@@ -72,7 +75,7 @@ def ranks_argv(argv: list[str]) -> list[str]:
     """
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1 or {"-m", "--multirun"} & set(argv):
         return argv
-    from metarun import distributed
+    from metarun.core import distributed
 
     given = next((a.partition("=")[2] for a in argv if _override_key(a) == "hydra.run.dir"), None)
     if given is None:
@@ -203,7 +206,7 @@ def app(cfg: DictConfig) -> float | None:
         finished = rundir.claim(out_dir, OmegaConf.to_container(cfg, resolve=True), choose)
         if finished is None:
             _train(cfg, out_dir, sweeping, accept, resume)
-        from metarun.results import RESULTS, ResultsError, read_results, run_table
+        from metarun.report.results import RESULTS, ResultsError, read_results, run_table
 
         try:
             record = read_results(out_dir / RESULTS)
@@ -242,9 +245,9 @@ def _train(cfg: DictConfig, out_dir: Path, sweeping: bool, accept: Callable[[], 
     """Train and test into `out_dir`, saying in one paragraph why not if it cannot go on."""
     from hydra.errors import InstantiationException
 
-    from metarun.distributed import RankFailed
-    from metarun.signals import Interrupted, describe, redeliver
-    from metarun.train import Diverged, run
+    from metarun.core.distributed import RankFailed
+    from metarun.run.signals import Interrupted, describe, redeliver
+    from metarun.run.train import Diverged, run
     from metarun.weighting import WeightingError
 
     try:
@@ -280,7 +283,7 @@ def _resume_dir(out_dir: Path, sweeping: bool) -> Path:
 
 def _kept(out_dir: Path, resume: str, when: str = " once the cause is fixed") -> str:
     """What a failed run leaves to continue from."""
-    from metarun.checkpoint import FILENAME, saved_iteration
+    from metarun.run.checkpoint import FILENAME, saved_iteration
 
     iteration = saved_iteration(out_dir)
     if iteration is None:
@@ -339,7 +342,7 @@ def _after_rank_zero() -> None:
 
 def _sweep_failures(e: JobFailed) -> str:
     """The end of a multirun in which jobs failed: which, and where the others' results are."""
-    from metarun.results import FAILED
+    from metarun.report.results import FAILED
 
     sweep = Path(e.out_dir).parent
     failed = sorted(p.parent.name for p in sweep.rglob(FAILED))
@@ -355,7 +358,7 @@ def _sweep_failures(e: JobFailed) -> str:
 
 def _write_failure(out_dir: Path, cfg: DictConfig, message: str, code: int) -> None:
     """failed.json, and the config when the folder is new, so the table shows the job; never over results."""
-    from metarun.results import RESULTS, write_failure
+    from metarun.report.results import RESULTS, write_failure
 
     if not out_dir.is_dir() or (out_dir / RESULTS).is_file():
         return
@@ -395,7 +398,7 @@ def table_parser() -> argparse.ArgumentParser:
 
 def table_main(argv: list[str] | None = None) -> int:
     """`metarun-table DIR...`: one table over every run found under the folders."""
-    from metarun.results import ResultsError, build_table, load_runs, write_table
+    from metarun.report.results import ResultsError, build_table, load_runs, write_table
 
     args = table_parser().parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
@@ -415,7 +418,7 @@ def table_main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args.seeds:
-        from metarun.seeds import SeedsError, seed_table
+        from metarun.report.seeds import SeedsError, seed_table
 
         try:
             table = seed_table(runs)

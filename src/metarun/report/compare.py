@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from metarun import messages
-from metarun.results import RESULTS, SCORES, ResultsError, find_jobs, read_results
-from metarun.settings import describe, differences, matches, run_settings, show
-from metarun.stats import Paired, p_is, paired
+from metarun.report.results import RESULTS, SCORES, ResultsError, find_jobs, read_results
+from metarun.report.settings import describe, differences, matches, run_settings, show
+from metarun.report.stats import Paired, p_is, paired
 
 # What fixes a run's test tasks: results.json fields (named by the setting a user changes), then config keys
 # read from .hydra/config.yaml.
@@ -165,7 +165,7 @@ def check_same_stream(a: Run, b: Run) -> None:
 
 def grid(run: Run) -> int | None:
     """Answers per test task where the metric is accuracy (ways × queries): every per-task score is a multiple
-    of 1/grid, so differences are formed as counts and ties stay ties (metarun.stats.paired)."""
+    of 1/grid, so differences are formed as counts and ties stay ties (metarun.report.stats.paired)."""
     if run.record["metric"] != "accuracy" or run.record.get("task_kind") == "regression":
         return None
     return int(run.record["ways"]) * int(run.record["queries"])

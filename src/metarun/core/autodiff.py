@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metarun.functional import Params
+from metarun.core.functional import Params
 
 # How many gradients of this module are recording around the current call.
 _recording: ContextVar[int] = ContextVar("recording", default=0)

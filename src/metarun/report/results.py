@@ -40,7 +40,7 @@ def ci95(scores: Sequence[float]) -> tuple[float, float]:
     Student's t, not 1.96: with few tasks the normal quantile is too narrow (13% at 10 tasks). One
     score has no interval: the half-width is nan, and every printer says so instead of "± 0".
     """
-    from metarun.stats import t_interval
+    from metarun.report.stats import t_interval
 
     if not scores:
         raise ValueError("a mean needs at least one score")

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from metarun import verdict
-from metarun.config import describe_differences, run_differences
+from metarun.config.resume import describe_differences, run_differences
 from metarun.files import atomic_write
-from metarun.results import ResultsError, load_runs
-from metarun.rundir import saved_config
+from metarun.report import verdict
+from metarun.report.results import ResultsError, load_runs
+from metarun.run.rundir import saved_config
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,7 +43,7 @@ def quick_note(metric: str) -> str:
 
 
 def preset_names() -> list[str]:
-    from metarun.cli import config_dir
+    from metarun.commands.cli import config_dir
 
     return sorted(p.stem for p in (Path(config_dir()) / "paper").glob("*.yaml"))
 
@@ -52,8 +52,8 @@ def compose(*overrides: str) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from metarun.cli import config_dir
-    from metarun.config import register
+    from metarun.commands.cli import config_dir
+    from metarun.config.store import register
 
     register()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
@@ -123,7 +123,7 @@ def foreign_cells(name: str, paper: DictConfig, cells: list[str], out: Path, arg
 
 def side_by_side(paper: DictConfig, out: Path, seeds: list[int] | None = None) -> pd.DataFrame:
     """One row per cell: ours beside the published number, with the verdict of the test named in its column
-    (metarun.verdict): the published ± is used as what the preset says it is (`pm`)."""
+    (metarun.report.verdict): the published ± is used as what the preset says it is (`pm`)."""
     import pandas as pd
 
     runs = load_runs([out]) if out.is_dir() else pd.DataFrame()
@@ -259,6 +259,6 @@ def launch(name: str, paper: DictConfig, cells: list[str], out: Path, args: argp
 
 
 def main(argv: list[str] | None = None) -> None:
-    from metarun.cli import quiet_pipe
+    from metarun.commands.cli import quiet_pipe
 
     sys.exit(quiet_pipe(lambda: run_cli(argv)))

@@ -1,6 +1,6 @@
 """The inner loop: K steps on one task's support set, as a pure function of the parameters.
 
-Gradients come from `metarun.autodiff.grad` (torch.func's meaning, plain autograd outside its
+Gradients come from `metarun.core.autodiff.grad` (torch.func's meaning, plain autograd outside its
 transforms), so the same code is differentiable when an outer gradient wraps it (MAML) and
 graph-free when nothing does (FOMAML, Reptile, evaluation). A loss is one function of the
 parameters, or a sequence of them (the support set's sub-batches): step i then descends
@@ -15,8 +15,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from metarun.autodiff import grad
-from metarun.functional import Params, step
+from metarun.core.autodiff import grad
+from metarun.core.functional import Params, step
 
 # One function of the parameters to descend (a support loss), or a sequence of them taken in turn.
 Loss = Callable[[Params], Tensor]

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from metarun.checkpoint import FILENAME as CHECKPOINT
-from metarun.results import METRICS, RESULTS
+from metarun.report.results import METRICS, RESULTS
+from metarun.run.checkpoint import FILENAME as CHECKPOINT
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -253,7 +253,7 @@ def load_sine_checkpoint(run_dir: Path) -> dict:
     if not (run_dir / CHECKPOINT).is_file():
         raise PlotError(f"{run_dir} has no {CHECKPOINT}: a run writes it at every validation and at the end. "
                         "Pass the folder of a sine run that got that far (e.g. outputs/multirun/DATE/TIME/0).")
-    from metarun import checkpoint
+    from metarun.run import checkpoint
 
     try:
         state = checkpoint.load(run_dir)
@@ -281,11 +281,11 @@ class SineFigure(NamedTuple):
 
 
 def _built(state: dict, trained: bool) -> Any:
-    """metarun.build.build on the CPU from the checkpoint's config; `trained` loads its parameters."""
+    """metarun.run.build.build on the CPU from the checkpoint's config; `trained` loads its parameters."""
     import torch
     from omegaconf import OmegaConf
 
-    from metarun.build import build
+    from metarun.run.build import build
 
     cfg = OmegaConf.create(state["config"])
     cfg.device = "cpu"  # a figure needs no GPU, and the run's GPU may not be here

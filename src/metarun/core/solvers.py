@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from metarun.functional import Params, dot, zeros_like
+from metarun.core.functional import Params, dot, zeros_like
 
 MatVec = Callable[[Params], Params]
 

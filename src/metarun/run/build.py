@@ -10,13 +10,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from metarun import distributed
 from metarun.algorithms import Algorithm
-from metarun.config import ConfigError
-from metarun.distributed import SOLO, World
-from metarun.execution import Executor, execution_mode
-from metarun.functional import Objective, Params, detached
-from metarun.tasks import TaskSource
+from metarun.config.schema import ConfigError
+from metarun.core import distributed
+from metarun.core.distributed import SOLO, World
+from metarun.core.functional import Objective, Params, detached
+from metarun.core.tasks import TaskSource
+from metarun.run.execution import Executor, execution_mode
 from metarun.weighting import Weighting
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from metarun.config import ConfigError
+from metarun.config.schema import ConfigError
 
 RUN_ENV = "METARUN_EVAL_RUN"  # the evaluated run's folder, for the Hydra job
 GROUPS = ("data", "model", "algo", "weighting")
@@ -33,7 +33,8 @@ def usage() -> str:
 
 def main() -> None:
     """The `metarun-eval` command."""
-    from metarun import cli, rundir
+    from metarun.commands import cli
+    from metarun.run import rundir
 
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-"):
@@ -58,7 +59,7 @@ def main() -> None:
 
 def finished_run(folder: Path) -> Path:
     """The run folder, if it holds a finished run metarun-eval can start from."""
-    from metarun.results import RESULTS
+    from metarun.report.results import RESULTS
 
     folder = folder.absolute()
     if not (folder / ".hydra" / "config.yaml").is_file():
@@ -112,14 +113,14 @@ def job(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(os.environ[RUN_ENV])
     out_dir = run_dir / "eval" / (hc.job.override_dirname or "as_trained")
-    from metarun.learner import LearnerError
+    from metarun.run.learner import LearnerError
 
     try:
         record = reevaluate(run_dir, cfg, out_dir)
     except (ConfigError, LearnerError) as e:  # LearnerError: the run's checkpoint cannot be read
         print(f"metarun-eval: error: {e}", file=sys.stderr)
         sys.exit(2)
-    from metarun.results import RESULTS, run_table
+    from metarun.report.results import RESULTS, run_table
 
     print(run_table(record))
     print(f"results: {out_dir / RESULTS}")
@@ -128,9 +129,9 @@ def job(cfg: DictConfig) -> None:
 def reevaluate(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Test the run's parameters under `cfg` (the run's config with the evaluation's overrides) into `out_dir`;
     returns the results record (an identical evaluation already in `out_dir` is reported, not repeated)."""
-    from metarun import rundir
-    from metarun.config import check
-    from metarun.results import RESULTS, read_results
+    from metarun.config.checks import check
+    from metarun.report.results import RESULTS, read_results
+    from metarun.run import rundir
 
     cfg = pinned(cfg, OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
     # An evaluation does not validate: whether `best` can be had is best.pt's to say, not eval.val_tasks'.
@@ -142,13 +143,14 @@ def reevaluate(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def _test(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    from metarun import precision, rundir
-    from metarun.build import build
-    from metarun.evaluate import evaluate
-    from metarun.learner import read_state
-    from metarun.results import read_results, write_results, write_scores
-    from metarun.tasks import fixed_stream
-    from metarun.train import tested_record
+    from metarun.core import precision
+    from metarun.core.tasks import fixed_stream
+    from metarun.report.results import read_results, write_results, write_scores
+    from metarun.run import rundir
+    from metarun.run.build import build
+    from metarun.run.evaluate import evaluate
+    from metarun.run.learner import read_state
+    from metarun.run.train import tested_record
 
     start = time.perf_counter()
     state, path = read_state(run_dir, cfg.eval.get("select"))

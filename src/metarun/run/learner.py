@@ -1,7 +1,7 @@
 """A finished run's model from Python: `metarun.load(RUN_DIR)`, then adapt to a support set and predict.
 
 No Hydra on the caller's side: the run's config comes from its checkpoint, and the parts are built by
-`metarun.build`, as the run built them, so adapting here is the run's own test-time adaptation.
+`metarun.run.build`, as the run built them, so adapting here is the run's own test-time adaptation.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from metarun import checkpoint
-from metarun.build import Parts, build
-from metarun.evaluate import scores
-from metarun.tasks import Episode, fixed_stream
+from metarun.core.tasks import Episode, fixed_stream
+from metarun.run import checkpoint
+from metarun.run.build import Parts, build
+from metarun.run.evaluate import scores
 
 SELECT = ("last", "best")
 

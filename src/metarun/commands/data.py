@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from metarun.config import MiniImageNetData, OmniglotData
+from metarun.config.schema import MiniImageNetData, OmniglotData
 from metarun.data.cache import DataError, expand, file_digest
 from metarun.data.download import DownloadError, fetch
 
