@@ -76,7 +76,7 @@ def compose(variant: str, meta_batch: int, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from metarun.commands.cli import config_dir
+    from metarun.config.store import config_dir
     from metarun.config.store import register
 
     algo, steps, *own = variant.split(":")

@@ -61,7 +61,7 @@ def device_name(dry: bool) -> str:
 # ---- parts: each yields its measurements --------------------------------------------------------------------------
 
 def environment(dry: bool, deadline: float, out: Path) -> Iterator[Row]:
-    from metarun import __version__
+    from metarun.version import __version__
 
     row = {"python": sys.version.split()[0], "torch": importlib.metadata.version("torch"), "metarun": __version__,
            "learn2learn": _l2l_version()}
@@ -178,7 +178,7 @@ def precision_part(dry: bool, deadline: float, out: Path) -> Iterator[Row]:
 def train_part(dry: bool, deadline: float, out: Path) -> Iterator[Row]:
     from hydra import compose, initialize_config_dir
 
-    from metarun.commands.cli import config_dir
+    from metarun.config.store import config_dir
     from metarun.config.checks import check
     from metarun.config.store import register
     from metarun.run.train import run

@@ -337,11 +337,11 @@ def _child(job: dict) -> int:
         PATCHES[name](**kwargs)
     try:
         if job["entry"] == "table":
-            from metarun.commands.cli import table_main
+            from metarun.commands.table import main as table_main
 
             return table_main(job["argv"])
         if job["entry"] == "eval":
-            from metarun.run.reevaluate import main as eval_main
+            from metarun.commands.eval import main as eval_main
 
             sys.argv = ["metarun-eval", *job["argv"]]
             sys.exit(eval_main())

@@ -20,7 +20,7 @@ def metarun(*args: str, env=None) -> subprocess.CompletedProcess:
 
 
 def table(*args: str, env=None) -> subprocess.CompletedProcess:
-    code = "import sys; from metarun.commands.cli import table_main; sys.exit(table_main(sys.argv[1:]))"
+    code = "import sys; from metarun.commands.table import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
 
 

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from metarun.commands.cli import config_dir
+from metarun.config.store import config_dir
 from metarun.config.checks import ALGORITHMS, WEIGHTINGS, check
 from metarun.config.resume import continuing_differences, run_differences
 from metarun.config.schema import ConfigError

@@ -19,7 +19,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from metarun.commands.cli import config_dir
+from metarun.config.store import config_dir
 from metarun.config.checks import ALGORITHMS, WEIGHTINGS
 from metarun.config.store import register
 from metarun.core import precision

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from metarun.commands.cli import config_dir
+from metarun.config.store import config_dir
 from metarun.config.schema import ConfigError
 from metarun.config.store import register
 from metarun.core import precision

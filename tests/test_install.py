@@ -28,7 +28,7 @@ def test_wheel_ships_configs_and_runs_from_elsewhere(tmp_path, cli_env):
     elsewhere.mkdir()
     env = cli_env | {"PYTHONPATH": str(site)}
     where = subprocess.run(
-        [sys.executable, "-c", "import metarun.commands.cli as c; print(c.__file__); print(c.config_dir())"],
+        [sys.executable, "-c", "import metarun.config.store as c; print(c.__file__); print(c.config_dir())"],
         capture_output=True, text=True, env=env, cwd=elsewhere, timeout=60,
     )
     module_file, conf = where.stdout.split()

@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from metarun.commands.cli import config_dir
+from metarun.config.store import config_dir
 from metarun.config.checks import ALGORITHMS
 from metarun.config.store import register
 from metarun.data import omniglot

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from metarun.commands.cli import config_dir
+from metarun.config.store import config_dir
 from metarun.config.checks import check
 from metarun.config.store import register
 from metarun.report.stats import accuracy_ci_bounds

@@ -26,7 +26,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from metarun.commands.cli import config_dir, table_parser
+from metarun.commands.table import parser as table_parser
+from metarun.config.store import config_dir
 from metarun.config.checks import check
 from metarun.config.resume import lookup
 from metarun.config.store import register
@@ -97,7 +98,7 @@ def reproduce_command(argv: list[str]) -> None:
 
 
 def plot_command(argv: list[str]) -> None:
-    from metarun.report.plots import parser
+    from metarun.commands.plot import parser
 
     parser().parse_args(argv)
 

@@ -6,7 +6,6 @@ torch is imported only inside the job, and only once the run folder has been che
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import signal
@@ -23,26 +22,17 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from metarun import __version__, messages
+from metarun import messages
+from metarun.commands.exits import FAILED, after_rank_zero, quiet_pipe, rank_zero, say, stop
 from metarun.config.checks import check
 from metarun.config.schema import ConfigError
 from metarun.config.store import config_dir, register
 from metarun.run import rundir
+from metarun.version import __version__
 
-BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away (`| head`)
-
+PROG = "metarun"
 
 register()
-
-
-def rank_zero() -> bool:
-    """Whether this process is rank 0 of a distributed run (torchrun, or a Slurm step of several tasks), or
-    runs alone: rank 0 alone prints and writes."""
-    env = os.environ
-    if "RANK" in env:
-        return int(env["RANK"]) == 0
-    return int(env.get("SLURM_STEP_NUM_TASKS", "1")) <= 1 or env.get("SLURM_PROCID", "0") == "0"
-
 
 
 def main() -> None:
@@ -136,18 +126,6 @@ def _main() -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = before
-
-
-def quiet_pipe(entry: Callable[[], object]) -> object:
-    """Run a command's entry; if the reader of its output went away (`metarun --help | head -1`), end quietly."""
-    try:
-        try:
-            return entry()
-        finally:
-            sys.stdout.flush()  # here, not at exit, where a broken pipe can only be reported, not handled
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(BROKEN_PIPE)
 
 
 def versions() -> str:
@@ -260,15 +238,14 @@ def _train(cfg: DictConfig, out_dir: Path, sweeping: bool, accept: Callable[[], 
         fail(out_dir, str(e), 1, sweeping, cfg)
     except RankFailed as e:  # each rank says what it saw: which one failed shows in theirs
         if not rank_zero():
-            print(f"metarun: error: {e}", file=sys.stderr)
-            sys.exit(1)
+            say(PROG, f"error: {e}", every_rank=True)
+            sys.exit(FAILED)
         fail(out_dir, str(e), 1, sweeping, cfg)
     except WeightingError as e:
         fail(out_dir, f"{e} No results were written.", 1, sweeping, cfg)
     except Interrupted as e:
-        if rank_zero():
-            print(f"metarun: stopped by {describe(e.signum)} after iteration {e.iteration}; its checkpoint is saved. "
-              f"To continue: {resume}", file=sys.stderr)
+        say(PROG, f"stopped by {describe(e.signum)} after iteration {e.iteration}; its checkpoint is saved. "
+                  f"To continue: {resume}")
         if e.signum != signal.SIGINT:  # to the handler from before (default: terminate; submitit: requeue)
             redeliver(e.signum)
         sys.exit(128 + e.signum)
@@ -306,38 +283,21 @@ class JobFailed(RuntimeError):
 def fail(out_dir: Path, message: str, code: int, sweeping: bool, cfg: DictConfig | None = None) -> NoReturn:
     """Say why the run stops; in a sweep, also record it in the job's folder for the table, unless the
     folder holds another run (`cfg=None`) or finished results."""
-    if rank_zero():  # every rank of a distributed run finds the same error; rank 0 says it and writes failed.json
-        print(f"metarun: error: {message}", file=sys.stderr)
+    say(PROG, f"error: {message}")  # every rank of a distributed run finds the same error; rank 0 says it
     if sweeping:
         if cfg is not None and rank_zero():
             _write_failure(out_dir, cfg, message, code)
         raise JobFailed(message, str(out_dir))
-    _after_rank_zero()
+    after_rank_zero()
     sys.exit(code)
 
 
 def _exit(message: str, code: int) -> NoReturn:
-    _say(f"error: {message}", code)
+    stop(PROG, f"error: {message}", code)
 
 
 def _say(message: str, code: int) -> NoReturn:
-    if rank_zero():  # every rank of a distributed run finds the same error; rank 0 says it
-        print(f"metarun: {message}", file=sys.stderr)
-    _after_rank_zero()
-    sys.exit(code)
-
-
-RANK_GRACE_S = 60
-
-
-def _after_rank_zero() -> None:
-    """A rank other than 0 that stops with an error rank 0 says waits for rank 0 to say it and exit: torchrun
-    stops the whole job at the first rank to exit, which must not cut rank 0 off before its message. torchrun
-    ends this wait as soon as rank 0 exits; it is bounded in case rank 0 got past the error."""
-    if not rank_zero():
-        import time
-
-        time.sleep(RANK_GRACE_S)
+    stop(PROG, message, code)
 
 
 def _sweep_failures(e: JobFailed) -> str:
@@ -379,66 +339,3 @@ class SweepSummary(Callback):
         finished = len(list(sweep.glob("**/results.json")))
         print(f"metarun: {finished} job folder(s) under {sweep} hold results.json; one table of them all: "
               f"metarun-table {shlex.quote(str(sweep))}")
-
-
-def table_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="metarun-table",
-        description="Tabulate mean ± 95% CI of every run (results.json) under run or multirun folders. Runs "
-                    "that share a method and a setting get a row each, named by the settings in which they differ.",
-    )
-    parser.add_argument("dirs", nargs="+", type=Path, help="run or multirun folders")
-    parser.add_argument("--out", type=Path, help="folder to write table.csv, table.md and table.tex to (made if "
-                                                 "missing; default: the first folder)")
-    parser.add_argument("--seeds", action="store_true",
-                        help="a row per setting over runs that differ only in seed: the mean over seeds, its t-based "
-                             "95%% CI across seeds, and each seed's CI over test tasks")
-    return parser
-
-
-def table_main(argv: list[str] | None = None) -> int:
-    """`metarun-table DIR...`: one table over every run found under the folders."""
-    from metarun.report.results import ResultsError, build_table, load_runs, write_table
-
-    args = table_parser().parse_args(argv)
-    missing = [str(d) for d in args.dirs if not d.is_dir()]
-    if missing:
-        print(f"metarun-table: error: no such folder: {', '.join(missing)}. "
-              "Pass the run or multirun folders that metarun wrote (e.g. outputs/multirun/DATE/TIME).",
-              file=sys.stderr)
-        return 2
-    try:
-        runs = load_runs(args.dirs)
-    except ResultsError as e:
-        print(f"metarun-table: error: {e}", file=sys.stderr)
-        return 2
-    if runs.empty:
-        print(f"metarun-table: error: no results.json under {', '.join(map(str, args.dirs))}. "
-              "A run writes results.json when it finishes; pass folders of finished runs.",
-              file=sys.stderr)
-        return 2
-    if args.seeds:
-        from metarun.report.seeds import SeedsError, seed_table
-
-        try:
-            table = seed_table(runs)
-        except SeedsError as e:
-            print(f"metarun-table: error: {e}", file=sys.stderr)
-            return 2
-    else:
-        table = build_table(runs)
-    print(table.to_markdown())
-    dest = args.out or args.dirs[0]
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        paths = write_table(table, dest)
-    except OSError as e:
-        print(f"metarun-table: error: {messages.cannot_write(e, '`--out FOLDER`', dest)}", file=sys.stderr)
-        return 1
-    for path in paths:
-        print(f"wrote {path}")
-    return 0
-
-
-def table_entry() -> None:
-    sys.exit(quiet_pipe(table_main))

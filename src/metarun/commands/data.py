@@ -19,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from metarun.commands.exits import INTERRUPTED, console, fail, say
 from metarun.config.schema import MiniImageNetData, OmniglotData
 from metarun.data.cache import DataError, expand, file_digest
 from metarun.data.download import DownloadError, fetch
@@ -211,18 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     run = {"list": list_main, "omniglot": omniglot_main, "miniimagenet": miniimagenet_main}[args.command]
     try:
         return run(args)
-    except DownloadError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except DataError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    except DataError as e:  # DownloadError among them: exits says which code each has
+        return fail(e, PROG)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no partial file was left under a dataset's name.", file=sys.stderr)
-        return 130
+        say(PROG, "interrupted; no partial file was left under a dataset's name.")
+        return INTERRUPTED
 
 
 def entry() -> None:
     # The loaders say what they build and what they skip through logging.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    sys.exit(main())
+    console(main)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from metarun.commands.exits import USAGE, console, error, fail
 from metarun.config.resume import describe_differences, run_differences
 from metarun.files import atomic_write
 from metarun.report import verdict
@@ -30,6 +31,7 @@ from metarun.run.rundir import saved_config
 if TYPE_CHECKING:
     import pandas as pd
 
+PROG = "metarun-reproduce"
 GROUPS = ("data", "model", "algo", "weighting")
 BUDGET_KEYS = ("train.iterations", "train.meta_batch", "eval.tasks", "inner.steps", "eval.steps")
 QUICK_DIVISOR = 100
@@ -43,7 +45,7 @@ def quick_note(metric: str) -> str:
 
 
 def preset_names() -> list[str]:
-    from metarun.commands.cli import config_dir
+    from metarun.config.store import config_dir
 
     return sorted(p.stem for p in (Path(config_dir()) / "paper").glob("*.yaml"))
 
@@ -52,8 +54,7 @@ def compose(*overrides: str) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from metarun.commands.cli import config_dir
-    from metarun.config.store import register
+    from metarun.config.store import config_dir, register
 
     register()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
@@ -192,16 +193,13 @@ def run_cli(argv: list[str] | None = None) -> int:
     args = parse(argv)
     name = args.preset.replace("-", "_")
     if name not in preset_names():
-        print(f"metarun-reproduce: error: no preset `{args.preset}`. Available: {', '.join(preset_names())}.",
-              file=sys.stderr)
-        return 2
+        return error(PROG, f"no preset `{args.preset}`. Available: {', '.join(preset_names())}.", USAGE)
     paper = compose(f"+paper={name}").paper
     chosen = list(paper.cells) if not args.cells else args.cells.split(",")
     unknown = [c for c in chosen if c not in paper.cells]
     if unknown:
-        print(f"metarun-reproduce: error: preset {name} has no cell {', '.join(unknown)}. "
-              f"Its cells: {', '.join(paper.cells)}.", file=sys.stderr)
-        return 2
+        return error(PROG, f"preset {name} has no cell {', '.join(unknown)}. Its cells: {', '.join(paper.cells)}.",
+                     USAGE)
     if args.commands:
         for cell in chosen:
             print(f"# {cell}\nmetarun {shlex.join(cell_command(name, paper, cell, args))}")
@@ -209,11 +207,10 @@ def run_cli(argv: list[str] | None = None) -> int:
     out = (args.out or Path("outputs") / "reproduce" / name / args.budget).resolve()
     foreign = foreign_cells(name, paper, chosen, out, args)
     if foreign:
-        print(f"metarun-reproduce: error: {len(foreign)} cell folder(s) hold a run of another config than this "
-              f"command asks for: {'; '.join(foreign)}. Their results are not reported, nor their runs continued, "
-              "as this command's. Repeat the overrides (after `--`) and --budget of the command that made them, "
-              "choose another folder with --out, or delete those cell folders to run them again.", file=sys.stderr)
-        return 2
+        return error(PROG, f"{len(foreign)} cell folder(s) hold a run of another config than this command asks for: "
+                     f"{'; '.join(foreign)}. Their results are not reported, nor their runs continued, as this "
+                     "command's. Repeat the overrides (after `--`) and --budget of the command that made them, "
+                     "choose another folder with --out, or delete those cell folders to run them again.", USAGE)
     code = 0
     todo = [c for c in chosen if not _done(out, c, args.seeds)]
     if todo and not args.table_only:
@@ -228,8 +225,7 @@ def run_cli(argv: list[str] | None = None) -> int:
     try:
         table = side_by_side(paper, out, args.seeds)
     except ResultsError as e:
-        print(f"metarun-reproduce: error: {e}", file=sys.stderr)
-        return 2
+        return fail(e, PROG)
     table = table[table["cell"].isin(chosen)]
     text = table.to_markdown(index=False, disable_numparse=True)  # keep "+0.12" and "0.130" as written
     print("\n".join([paper.source, *notes, text]))
@@ -259,6 +255,4 @@ def launch(name: str, paper: DictConfig, cells: list[str], out: Path, args: argp
 
 
 def main(argv: list[str] | None = None) -> None:
-    from metarun.commands.cli import quiet_pipe
-
-    sys.exit(quiet_pipe(lambda: run_cli(argv)))
+    console(lambda: run_cli(argv))

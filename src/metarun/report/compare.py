@@ -10,17 +10,15 @@ mean differences are compared across seeds (paired t with n − 1 degrees of fre
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metarun import messages
-from metarun.report.results import RESULTS, SCORES, ResultsError, find_jobs, read_results
+from metarun.report.results import RESULTS, SCORES, find_jobs, read_results
 from metarun.report.settings import describe, differences, matches, run_settings, show
 from metarun.report.stats import Paired, p_is, paired
 
@@ -285,33 +283,3 @@ def _common(runs: list[Run]) -> tuple[str, ...]:
             break
         common.append(items[0])
     return tuple(common) or ("/",)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="metarun-compare",
-        description="Compare two runs task by task on their shared test tasks: A − B with its paired 95% CI, "
-                    "paired t and Wilcoxon signed-rank p-values; across seeds when each side holds one run per seed.",
-        epilog="Example: metarun-compare SWEEP SWEEP --a weighting=agreement --b weighting=uniform",
-    )
-    parser.add_argument("run_a", type=Path, help="a run folder, or a folder of runs that differ only in seed")
-    parser.add_argument("run_b", type=Path, help="the same for B")
-    parser.add_argument("--a", action="append", default=[], metavar="KEY=VALUE",
-                        help="keep only A's runs with this setting (e.g. weighting=agreement); repeatable")
-    parser.add_argument("--b", action="append", default=[], metavar="KEY=VALUE", help="the same for B")
-    args = parser.parse_args(argv)
-    try:
-        a, notes_a = load_side(args.run_a, args.a, "A")
-        b, notes_b = load_side(args.run_b, args.b, "B")
-        result = compare(a, b)
-    except (CompareError, ResultsError) as e:
-        print(f"metarun-compare: error: {e}", file=sys.stderr)
-        return 2
-    print(report(result))
-    for note in notes_a + notes_b:
-        print(f"note: {note}")
-    return 0
-
-
-def entry() -> None:
-    sys.exit(main())

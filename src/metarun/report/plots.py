@@ -1,19 +1,17 @@
 """`metarun-plot`: figures from run folders (learning curves, task weights, the sine-regression figure).
 
 matplotlib is an optional extra (`pip install "metarun[plot]"`) and is imported only inside the
-functions that draw. torch is imported only by `sine`, so `curves` and `weights` start fast.
+functions that draw. The sine figure's numbers come from `metarun.run.sine_figure` (torch); this module
+only draws them.
 Figures are drawn on matplotlib's Agg canvas directly, never through pyplot: no GUI backend,
 no global figure registry to leak from when called in-process.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import pickle
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -22,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from metarun.report.results import METRICS, RESULTS
-from metarun.run.checkpoint import FILENAME as CHECKPOINT
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -245,28 +242,6 @@ def weights(dirs: Sequence[Path], out: Path | None) -> list[Path]:
 # ----------------------------------------------------------------------------- sine
 
 
-def load_sine_checkpoint(run_dir: Path) -> dict:
-    """The run's checkpoint, refused with the fix when it is missing, unreadable or not a sine run."""
-    if not run_dir.is_dir():
-        raise PlotError(f"no such folder: {run_dir}. Pass a finished (or checkpointed) sine run folder, "
-                        "e.g. outputs/runs/DATE/TIME.")
-    if not (run_dir / CHECKPOINT).is_file():
-        raise PlotError(f"{run_dir} has no {CHECKPOINT}: a run writes it at every validation and at the end. "
-                        "Pass the folder of a sine run that got that far (e.g. outputs/multirun/DATE/TIME/0).")
-    from metarun.run import checkpoint
-
-    try:
-        state = checkpoint.load(run_dir)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise PlotError(f"could not read {run_dir / CHECKPOINT} ({e}). It may be from an interrupted copy; "
-                        "copy the run folder again, or rerun the experiment.") from None
-    data = state.get("config", {}).get("data", {}) if isinstance(state, dict) else {}
-    if data.get("name") != "sine" and not str(data.get("_target_", "")).endswith("SineWaves"):
-        raise PlotError(f"{run_dir} is not a sine run (data={data.get('name', 'unknown')}): the sine figure "
-                        "plots regression curves. Pass two runs made with `data=sine`.")
-    return state
-
-
 class SineFigure(NamedTuple):
     """One sine task and three adapted predictors on a dense grid (numpy arrays, 1-D)."""
 
@@ -278,70 +253,6 @@ class SineFigure(NamedTuple):
     titles: dict[str, str]
     steps: int
     lr: float
-
-
-def _built(state: dict, trained: bool) -> Any:
-    """metarun.run.build.build on the CPU from the checkpoint's config; `trained` loads its parameters."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from metarun.run.build import build
-
-    cfg = OmegaConf.create(state["config"])
-    cfg.device = "cpu"  # a figure needs no GPU, and the run's GPU may not be here
-    # build seeds the global RNG for the model init; keep the caller's RNG stream untouched.
-    with torch.random.fork_rng(devices=[]):
-        parts = build(cfg)
-    if trained:
-        parts.load(state)
-    return cfg, parts
-
-
-def _sine_task(cfg: Any, source: Any, task_seed: int) -> tuple[Any, Any, Callable[[Any], Any]]:
-    """One test task from the run's own data settings, and its true curve as a function of x."""
-    import torch
-
-    episode = source.sample("test", 1, cfg.ways, cfg.shots, cfg.queries, torch.Generator().manual_seed(task_seed))
-    sx, sy, qx, qy = (t[0] for t in episode)
-    # y = a sin(x + b) = (a cos b) sin x + (a sin b) cos x is linear in two coefficients, so the
-    # noiseless points give them exactly, without depending on the order SineWaves draws a and b in.
-    x, y = torch.cat([sx, qx]).double(), torch.cat([sy, qy]).double()
-    coef = torch.linalg.lstsq(torch.cat([torch.sin(x), torch.cos(x)], dim=1), y).solution
-    return sx, sy, lambda grid: torch.cat([torch.sin(grid), torch.cos(grid)], dim=1) @ coef
-
-
-def _adapted(parts: Any, sx: Any, sy: Any, grid: Any, steps: int, lr: float) -> np.ndarray:
-    prediction = parts.algo.predict(parts.theta(), parts.objective, sx, sy, grid, steps, lr)
-    return prediction.detach().reshape(-1).double().numpy()
-
-
-def sine_figure_data(
-    uniform: dict, agreement: dict, task_seed: int = 0, steps: int | None = None, lr: float | None = None,
-    points: int = GRID_POINTS,
-) -> SineFigure:
-    """The figure's numbers from two checkpoints: one test task (drawn with `task_seed` from the uniform run's
-    data settings), its true curve on a dense grid over x_range, and the grid predictions after `steps`
-    test-time steps (default: the uniform run's eval.steps and eval.lr) from the untrained initialisation
-    (the uniform run's config rebuilt: build seeds the init with cfg.seed), and each run's trained parameters.
-    """
-    import torch
-
-    cfg, init = _built(uniform, trained=False)
-    steps = cfg.eval.steps if steps is None else steps
-    lr = cfg.eval.lr if lr is None else lr
-    sx, sy, truth = _sine_task(cfg, init.source, task_seed)
-    low, high = cfg.data.x_range
-    grid = torch.linspace(low, high, points, dtype=sx.dtype).unsqueeze(1)
-    predictions, titles = {}, {}
-    for role, state, trained in (("untrained", uniform, False), ("uniform", uniform, True),
-                                 ("agreement", agreement, True)):
-        run_cfg, parts = (cfg, init) if role == "untrained" else _built(state, trained)
-        predictions[role] = _adapted(parts, sx, sy, grid, steps, lr)
-        method = f"{run_cfg.algo.name} + {run_cfg.weighting.name}"
-        titles[role] = f"untrained init (seed {run_cfg.seed})" if role == "untrained" else f"{method} (trained)"
-    return SineFigure(grid.reshape(-1).double().numpy(), truth(grid.double()).reshape(-1).numpy(),
-                      sx.reshape(-1).double().numpy(), sy.reshape(-1).double().numpy(), predictions, titles, steps,
-                      float(lr))
 
 
 def plot_sine(data: SineFigure, path: Path) -> Path:
@@ -356,59 +267,3 @@ def plot_sine(data: SineFigure, path: Path) -> Path:
     axes[0, 0].legend(fontsize="small")
     fig.suptitle(f"One sine test task, {data.steps} test-time steps of lr {data.lr:g} from each initialisation")
     return save(fig, path)
-
-
-def sine(uniform_dir: Path, agreement_dir: Path, out: Path | None, task_seed: int, steps: int | None,
-         lr: float | None) -> list[Path]:
-    states = [load_sine_checkpoint(Path(d)) for d in (uniform_dir, agreement_dir)]
-    data = sine_figure_data(*states, task_seed=task_seed, steps=steps, lr=lr)
-    return [plot_sine(data, Path(out or Path(uniform_dir).resolve().parent) / "sine.png")]
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Figures from metarun run or multirun folders (PNG files).")
-    sub = p.add_subparsers(dest="command", required=True)
-    for name, text in (("curves", "training loss and validation curves (curves_loss.png, curves_val.png)"),
-                       ("weights", "per-iteration task-weight statistics (weights.png)")):
-        s = sub.add_parser(name, help=text, description=text)
-        s.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="run or multirun folders")
-        s.add_argument("--out", type=Path, help="where to write the figures (default: the first DIR)")
-    s = sub.add_parser("sine", help="the gradient-agreement paper's sine figure (sine.png)",
-                       description="One sine test task: predictions after test-time adaptation from the untrained "
-                                   "init and from each run's trained parameters.")
-    s.add_argument("uniform", type=Path, metavar="UNIFORM_RUN", help="run folder with checkpoint.pt")
-    s.add_argument("agreement", type=Path, metavar="AGREEMENT_RUN", help="run folder with checkpoint.pt")
-    s.add_argument("--out", type=Path, help="where to write sine.png (default: UNIFORM_RUN's parent folder)")
-    s.add_argument("--task-seed", type=int, default=0, help="seed of the generator that draws the task")
-    s.add_argument("--steps", type=int, help="test-time adaptation steps (default: the run's eval.steps)")
-    s.add_argument("--lr", type=float, help="test-time learning rate (default: the run's eval.lr)")
-    return p
-
-
-def run_cli(argv: list[str] | None = None) -> int:
-    """The command; returns the exit code (2 with a one-paragraph message for requests it cannot draw)."""
-    args = parser().parse_args(argv)
-    try:
-        require_matplotlib()  # before reading runs or importing torch
-        if args.command == "sine":
-            if args.steps is not None and args.steps < 0:
-                raise PlotError(f"--steps {args.steps} is invalid: use 0 (no adaptation) or more.")
-            sine(args.uniform, args.agreement, args.out, args.task_seed, args.steps, args.lr)
-        else:
-            (curves if args.command == "curves" else weights)(args.dirs, args.out)
-    except PlotError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point (`metarun-plot`)."""
-    sys.exit(run_cli(argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metarun import __version__
 from metarun.files import atomic_write
+from metarun.version import __version__
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -89,7 +89,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _version() -> str:
-    from metarun import __version__
+    from metarun.version import __version__
 
     return __version__
 

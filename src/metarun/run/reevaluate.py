@@ -1,14 +1,11 @@
-"""`metarun-eval RUN_DIR [overrides]`: test a finished run's parameters under another test setting, no training.
+"""Test a finished run's parameters under another test setting, no training (`metarun-eval`).
 
-The run's own config (`RUN_DIR/.hydra/config.yaml`) is the base and the overrides change its test setting;
-each evaluation writes `RUN_DIR/eval/<overrides>/` (results.json, scores.csv) that `metarun-table` and
-`metarun-compare` read like any run's. It is a Hydra app, so `-m` sweeps go through Hydra's launchers.
+The run's own config is the base and the evaluation's overrides change only its test setting; an evaluation
+writes RUN_DIR/eval/<overrides>/ (results.json, scores.csv), read like any run's.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,44 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from metarun.config.schema import ConfigError
 
-RUN_ENV = "METARUN_EVAL_RUN"  # the evaluated run's folder, for the Hydra job
 GROUPS = ("data", "model", "algo", "weighting")
 # Settings of what was trained: changing them would test another model than the one the run trained.
 TRAINED = ("model", "algo", "weighting", "inner", "outer", "train", "seed")
 HEAD = ("last", "zero")
 EVALUATION_ONLY = ("eval.head", "eval.select")  # settings a run's config may predate
-
-
-def usage() -> str:
-    return ("usage: metarun-eval RUN_DIR [-m] [key=value ...]: test the parameters of the finished run in RUN_DIR "
-            "under another test setting (e.g. `ways=20`, `shots=5`, `eval.steps=10`, `eval.tasks=2000`), writing "
-            "RUN_DIR/eval/<overrides>/results.json; see README.md, Use what was trained.")
-
-
-def main() -> None:
-    """The `metarun-eval` command."""
-    from metarun.commands import cli
-    from metarun.run import rundir
-
-    argv = sys.argv[1:]
-    if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-"):
-        print(usage(), file=sys.stderr if argv[:1] not in (["-h"], ["--help"]) else sys.stdout)
-        sys.exit(0 if argv[:1] in (["-h"], ["--help"]) else 2)
-    try:
-        run_dir = finished_run(Path(argv[0]))
-        rest = hydra_argv(argv[1:], OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
-    except ConfigError as e:
-        print(f"metarun-eval: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    os.environ[RUN_ENV] = str(run_dir)
-    folder = run_dir / "eval"
-    flags = [a for a in rest if a.startswith("-")]  # before the overrides, as Hydra's parser wants them
-    sys.argv = [sys.argv[0], *flags, "--config-dir", str(run_dir / ".hydra"), "--config-name", "config",
-                f"hydra.run.dir={rundir.quoted(folder)}", f"hydra.sweep.dir={rundir.quoted(folder)}",
-                "hydra.sweep.subdir=${hydra.job.override_dirname}",
-                "hydra/job_logging=disabled", "hydra/hydra_logging=disabled", "hydra.job.chdir=false",
-                "hydra.output_subdir=null", "hydra.job.name=metarun-eval", *(a for a in rest if not a.startswith("-"))]
-    cli.quiet_pipe(_app)
 
 
 def finished_run(folder: Path) -> Path:
@@ -91,39 +55,6 @@ def hydra_argv(argv: list[str], saved: DictConfig) -> list[str]:
         missing = "=" in arg and key in EVALUATION_ONLY and OmegaConf.select(saved, key, default=None) is None
         out.append(f"+{arg}" if missing and not arg.startswith(("+", "~")) else arg)
     return out
-
-
-def _app() -> None:
-    import hydra
-    from hydra.errors import ConfigCompositionException, OverrideParseException
-
-    from metarun import messages
-
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors, said here in one paragraph
-    try:
-        hydra.main(config_path=None, config_name=None, version_base="1.3")(job)()
-    except (ConfigCompositionException, OverrideParseException) as e:
-        print(f"metarun-eval: error: {messages.composition(e)}", file=sys.stderr)
-        sys.exit(2)
-
-
-def job(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    hc = HydraConfig.get()
-    run_dir = Path(os.environ[RUN_ENV])
-    out_dir = run_dir / "eval" / (hc.job.override_dirname or "as_trained")
-    from metarun.run.learner import LearnerError
-
-    try:
-        record = reevaluate(run_dir, cfg, out_dir)
-    except (ConfigError, LearnerError) as e:  # LearnerError: the run's checkpoint cannot be read
-        print(f"metarun-eval: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    from metarun.report.results import RESULTS, run_table
-
-    print(run_table(record))
-    print(f"results: {out_dir / RESULTS}")
 
 
 def reevaluate(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from metarun import __version__
 from metarun.algorithms import TaskGrads
 from metarun.config.schema import ConfigError
 from metarun.core import precision
@@ -28,6 +27,7 @@ from metarun.run.build import Parts, build
 from metarun.run.evaluate import evaluate
 from metarun.run.loggers import tensorboard_log
 from metarun.run.signals import Interrupted, stop_requests
+from metarun.version import __version__
 from metarun.weighting import Weighting
 
 COLUMNS = (
