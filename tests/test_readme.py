@@ -1,5 +1,6 @@
-"""The README says what the program does: every command in its fenced `bash` blocks is one the program
-takes, and every row of its configuration table names keys that exist, with the defaults they have.
+"""The README and the pages under docs/ say what the program does: every command in their fenced `bash` blocks
+is one the program takes, every row of the configuration table (docs/configuration.md) names keys that exist,
+with the defaults they have, and every relative link leads to a file of the repository.
 
 Cheap by design: `metarun` commands are composed in-process with Hydra's compose API (as `--cfg job`
 would) and checked with `metarun.config.checks.check`, never run; a sweep composes each of its values. That also
@@ -14,6 +15,7 @@ separated by commas (lists in brackets): a number, true/false, a word, a class n
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -27,30 +29,33 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT
 from metarun.commands.table import parser as table_parser
-from metarun.config.store import config_dir
 from metarun.config.checks import check
 from metarun.config.resume import lookup
-from metarun.config.store import register
+from metarun.config.store import config_dir, register
 
 register()
 README = (ROOT / "README.md").read_text()
+# Every page a reader can reach: the README and docs/ (result folders' own READMEs included), by repository path.
+PAGES = {path.relative_to(ROOT).as_posix(): path.read_text()
+         for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]}
+CONFIGURATION = PAGES["docs/configuration.md"]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPTS = PYPROJECT["project"]["scripts"]
 
 
-def fenced_commands() -> list[str]:
-    """Every command line of the README's ```bash blocks, comments dropped and continuations joined."""
+def fenced_commands(text: str) -> list[str]:
+    """Every command line of a page's ```bash blocks, comments dropped and continuations joined."""
     commands = []
-    for block in re.findall(r"^```bash\n(.*?)^```", README, flags=re.S | re.M):
-        text = block.replace("\\\n", " ")
-        for line in text.splitlines():
+    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
+        block = block.replace("\\\n", " ")
+        for line in block.splitlines():
             line = re.sub(r"\s#.*$", "", line).strip()
             if line and not line.startswith("#"):
                 commands.extend(part.strip() for part in line.split("&&"))
     return commands
 
 
-COMMANDS = fenced_commands()
+COMMANDS = [(page, line) for page, text in PAGES.items() for line in fenced_commands(text)]
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +108,16 @@ def plot_command(argv: list[str]) -> None:
     parser().parse_args(argv)
 
 
+PIP_VALUES = ("--index-url", "-i", "--extra-index-url")  # pip options that take a value (a package index)
+
+
 def pip_command(argv: list[str]) -> None:
     assert argv[0] == "install", argv
     extras = PYPROJECT["project"]["optional-dependencies"]
-    for target in argv[1:]:
+    for before, target in zip(argv, argv[1:], strict=False):
+        if before in PIP_VALUES:
+            assert target.startswith("https://"), f"{before} {target}: an index is an https URL"
+            continue
         if target.startswith("-"):
             continue
         match = re.fullmatch(r"(metarun|\.)\[(.+)\]", target)
@@ -150,20 +161,72 @@ def check_command(line: str) -> None:
         assert program in SCRIPTS, f"`{line}`: {program} is not a command of this project"
 
 
-def test_the_readme_has_commands_to_check():
-    assert len(COMMANDS) > 20 and any(c.startswith("metarun -m ") for c in COMMANDS)
+def test_the_pages_have_commands_to_check():
+    lines = [line for _, line in COMMANDS]
+    assert len(lines) > 20 and any(c.startswith("metarun -m ") for c in lines)
+    assert len(fenced_commands(README)) >= 10
 
 
-@pytest.mark.parametrize("line", COMMANDS, ids=COMMANDS)
-def test_every_fenced_command_composes_or_parses(hydra_conf, line):
+@pytest.mark.parametrize(("page", "line"), COMMANDS, ids=[f"{page}: {line}" for page, line in COMMANDS])
+def test_every_fenced_command_composes_or_parses(hydra_conf, page, line):
     check_command(line)
+
+
+def test_the_readme_opens_with_the_two_commands_ci_runs():
+    """CI runs the README's test command verbatim (.ci/run's last line): the first block must keep it."""
+    first = re.search(r"^```bash\n(.*?)^```", README, flags=re.S | re.M).group(1)
+    assert first == 'pip install . && metarun\npip install -e ".[test]" && python -m pytest -q\n', first
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci in first.splitlines(), f".ci/run runs `{ci}`, which the README's first block does not hold"
+
+
+def test_the_readme_is_a_front_door():
+    """Reference material lives under docs/; the README says what metarun is and where to read on."""
+    assert len(README.splitlines()) <= 250, f"README.md has {len(README.splitlines())} lines: move some to docs/"
+
+
+def sweep_jobs(line: str) -> tuple[str, list[dict[str, str]]] | None:
+    """A `metarun -m ... hydra.sweep.dir=DIR` line's folder and its jobs' overrides (key -> value), else None."""
+    argv = shlex.split(line)
+    while re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", argv[0]):
+        argv = argv[1:]
+    if argv[:2] != ["metarun", "-m"]:
+        return None
+    parsed = OverridesParser.create().parse_overrides(argv[2:])
+    folder = next((o.value() for o in parsed if o.get_key_element() == "hydra.sweep.dir"), None)
+    if folder is None:
+        return None
+    jobs: list[dict[str, str]] = [{}]
+    for o in parsed:
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        jobs = [{**job, o.get_key_element(): v} for job in jobs for v in values]
+    return folder, jobs
+
+
+def test_every_compare_of_a_sweep_picks_runs_the_sweep_makes():
+    """A `metarun-compare SWEEP SWEEP --a ... --b ...` after the sweep that makes SWEEP: each side selects runs of
+    that sweep, and they differ only in seed (metarun-compare refuses a side of two methods)."""
+    checked = 0
+    for page, text in PAGES.items():
+        sweeps = dict(filter(None, (sweep_jobs(line) for line in fenced_commands(text))))
+        for line in fenced_commands(text):
+            argv = shlex.split(line)
+            if argv[0] != "metarun-compare" or argv[1] not in sweeps:
+                continue
+            for folder, flag in ((argv[1], "--a"), (argv[2], "--b")):
+                wanted = [argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == flag]
+                runs = [job for job in sweeps[folder] if all(job.get(k) == v for k, v in wanted)]
+                assert runs, f"{page}: `{line}`: {flag} selects none of the runs of the sweep into {folder}"
+                differ = {k for k in runs[0] if len({job.get(k) for job in runs}) > 1}
+                assert differ <= {"seed"}, f"{page}: `{line}`: {flag}'s runs differ in {sorted(differ)}, not only seed"
+            checked += 1
+    assert checked >= 3
 
 
 # ---- the configuration table -------------------------------------------------------------------------------------
 
 def table_rows() -> list[tuple[str, str]]:
-    section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    rows = [line.split("|")[1:3] for line in CONFIGURATION.splitlines() if line.startswith("| `")]
     return [(keys.strip(), defaults.strip()) for keys, defaults in rows]
 
 
@@ -225,13 +288,98 @@ def test_every_table_key_exists_with_its_stated_default(hydra_conf, keys, defaul
     config = OmegaConf.to_container(compose("config", overrides=context), resolve=False)
     for name, text in zip(names, wanted, strict=True):
         assert has(config, name), f"`{name}` is not a setting"
-        assert stated(lookup(config, name)) == value(text), f"`{name}`: the README says {text}"
+        assert stated(lookup(config, name)) == value(text), f"`{name}`: docs/configuration.md says {text}"
 
 
 def test_every_group_option_is_listed_and_exists():
-    listed = dict(re.findall(r"`(\w+)=([\w|]+)`", README.split("Groups (choose with `group=option`): ", 1)[1]
-                                                    .split("Plain values", 1)[0]))
+    listed = dict(re.findall(r"`(\w+)=([\w|]+)`", CONFIGURATION.split("Groups (choose with `group=option`): ", 1)[1]
+                                                           .split("Plain values", 1)[0]))
     for group, options in listed.items():
         actual = {p.stem for p in (Path(config_dir()) / group).glob("*.yaml")}
-        assert set(options.split("|")) == actual, f"{group}: README {options}, conf/{group}: {sorted(actual)}"
+        assert set(options.split("|")) == actual, f"{group}: docs {options}, conf/{group}: {sorted(actual)}"
     assert set(listed) == {"data", "model", "algo", "weighting"}
+
+
+def test_every_preset_is_listed():
+    """docs/reproducing.md names every conf/paper/ preset in its list."""
+    listed = set(re.findall(r"`(\w+)`", PAGES["docs/reproducing.md"].split("`conf/paper/` holds", 1)[1]
+                                                               .split(".\n", 1)[0]))
+    actual = {p.stem for p in (Path(config_dir()) / "paper").glob("*.yaml")}
+    assert actual <= listed, f"presets missing from docs/reproducing.md: {sorted(actual - listed)}"
+
+
+# ---- links and references ----------------------------------------------------------------------------------------
+
+def prose(text: str, code: bool = False) -> str:
+    """A page without its fenced blocks, and without its inline code unless `code`: brackets there are not links."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return text if code else re.sub(r"`[^`\n]*`", "", text)
+
+
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """Every heading's anchor; a repeated heading's gets -1, -2, ... as on GitHub."""
+    seen: dict[str, int] = {}
+    out = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", prose(text, code=True), flags=re.M):
+        base = slug(heading)
+        out.add(f"{base}-{seen[base]}" if base in seen else base)
+        seen[base] = seen.get(base, 0) + 1
+    return out
+
+
+def links(page: str) -> list[tuple[str, Path, str]]:
+    """Each relative link of a page: as written, the path it leads to, and its anchor ('' without one)."""
+    out = []
+    for target in re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", prose(PAGES[page])):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:: not a file of the repository
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (ROOT / page).parent / path if path else ROOT / page
+        out.append((target, Path(os.path.normpath(resolved)), anchor))
+    return out
+
+
+LINKS = [(page, *link) for page in PAGES for link in links(page)]
+
+
+def test_the_pages_have_links_to_check():
+    assert len(LINKS) > 20
+    assert any(anchor for *_, anchor in LINKS)
+
+
+@pytest.mark.parametrize(("page", "target", "path", "anchor"), LINKS, ids=[f"{p}: {t}" for p, t, *_ in LINKS])
+def test_every_relative_link_leads_to_a_file_of_the_repository(page, target, path, anchor):
+    assert path.is_relative_to(ROOT), f"{page}: `{target}` leads outside the repository"
+    assert path.exists(), f"{page}: `{target}`: no such file"
+    if anchor and path.suffix == ".md":
+        assert anchor in anchors(path.read_text()), f"{page}: `{target}`: {path.name} has no heading #{anchor}"
+
+
+def test_the_readme_links_every_docs_page():
+    """The README's contents are the way in: every page under docs/ is one link from it."""
+    linked = {path.relative_to(ROOT).as_posix() for _, path, _ in links("README.md") if path.is_relative_to(ROOT)}
+    assert set(PAGES) - {"README.md"} <= linked, f"the README links no {sorted(set(PAGES) - linked - {'README.md'})}"
+
+
+ISSUE = re.compile(r"(?i)\b(?:issue|pr|pull request)s?[\s_-]*#?\d+|(?<![\w&])#\d+\b")
+OUTSIDE = ("../shared", "/work/")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_page_points_outside_the_repository_or_at_an_issue(page):
+    text = PAGES[page]
+    for outside in OUTSIDE:
+        assert outside not in text, f"{page} points outside the repository: {outside}"
+    assert not ISSUE.findall(text), f"{page} cites issue numbers, which a reader of the repository cannot follow: " \
+                                    f"{ISSUE.findall(text)}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_preset_is_added_with_a_plus(page):
+    """`paper` is not in the defaults list: `paper=NAME` fails to compose, `+paper=NAME` adds it."""
+    assert not re.findall(r"(?<![+\w.~])paper=\w", PAGES[page]), f"{page}: write +paper=NAME"

@@ -173,7 +173,7 @@ def list_main(args: argparse.Namespace) -> int:
         ("sine", "-", "generated on the fly: nothing to fetch"),
         ("omniglot", str(default_root(OmniglotData)), omniglot_status(default_root(OmniglotData))),
         ("miniimagenet", str(default_root(MiniImageNetData)), miniimagenet_status()),
-        ("folder", "-", "your own images: `metarun data=folder data.root=PATH` (README: Your own dataset)"),
+        ("folder", "-", "your own images: `metarun data=folder data.root=PATH` (docs/data.md, Your own dataset)"),
     ]
     width = [max(len(row[i]) for row in rows) for i in range(2)]
     print(f"{'dataset':<{width[0]}}  {'where':<{width[1]}}  status")

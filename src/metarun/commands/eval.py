@@ -27,7 +27,7 @@ RUN_ENV = "METARUN_EVAL_RUN"  # the evaluated run's folder, for the Hydra job
 def usage() -> str:
     return ("usage: metarun-eval RUN_DIR [-m] [key=value ...]: test the parameters of the finished run in RUN_DIR "
             "under another test setting (e.g. `ways=20`, `shots=5`, `eval.steps=10`, `eval.tasks=2000`), writing "
-            "RUN_DIR/eval/<overrides>/results.json; see README.md, Use what was trained.")
+            "RUN_DIR/eval/<overrides>/results.json; see docs/outputs.md, Use what was trained.")
 
 
 def main() -> None:

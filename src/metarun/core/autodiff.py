@@ -4,7 +4,7 @@
 argument) and give the same numbers (tests/test_autodiff.py: float64 to 1e-10). They exist for speed on
 the per-task loop: there, `torch.func.grad` costs 10-18% more per task than `torch.autograd.grad`, and its
 allocation pattern left several hundred MB of fragmented heap resident on a CPU (FOMAML 5 steps, Omniglot
-5-way, meta-batch 32: 1.9 GB resident against 1.1 GB; issue 13). Inside `vmap` (or any other torch.func
+5-way, meta-batch 32: 1.9 GB resident against 1.1 GB). Inside `vmap` (or any other torch.func
 transform) only torch.func can differentiate, so there they are torch.func's own functions.
 
 Nesting follows torch.func's meaning. A gradient taken while an outer one of this module is recording

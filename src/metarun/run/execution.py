@@ -2,7 +2,7 @@
 `torch.func.vmap` over them, in chunks of tasks per vectorised call (`exec.mode`, `exec.chunk`).
 
 Both modes give the same numbers (tests/test_execution.py: float64 to 1e-10); which is faster depends
-on the device and the network (README: Benchmark), so `exec.mode=auto` picks by both.
+on the device and the network (docs/benchmark.md), so `exec.mode=auto` picks by both.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def execution_mode(name: str, device: torch.device, model: nn.Module) -> str:
 
     On a GPU, vmap. On a CPU, vmap for networks of small matrix products (the sine MLP: 3-6x
     faster than the loop), but the loop for convolutional networks: batching 32 tasks' images
-    there was slower and took 4-9x the memory (README: Benchmark).
+    there was slower and took 4-9x the memory (docs/benchmark.md).
     """
     if name != "auto":
         return name
