@@ -76,8 +76,7 @@ def compose(variant: str, meta_batch: int, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from metarun.config.store import config_dir
-    from metarun.config.store import register
+    from metarun.config.store import config_dir, register
 
     algo, steps, *own = variant.split(":")
     register()

@@ -178,9 +178,8 @@ def precision_part(dry: bool, deadline: float, out: Path) -> Iterator[Row]:
 def train_part(dry: bool, deadline: float, out: Path) -> Iterator[Row]:
     from hydra import compose, initialize_config_dir
 
-    from metarun.config.store import config_dir
     from metarun.config.checks import check
-    from metarun.config.store import register
+    from metarun.config.store import config_dir, register
     from metarun.run.train import run
 
     real = (omniglot_root() / "images_background.zip").is_file() and not dry

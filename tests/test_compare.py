@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metarun.commands.table import main as table_main
 from metarun.commands.compare import main
+from metarun.commands.table import main as table_main
 from metarun.report.compare import compare, load_side
 from metarun.report.results import load_runs, write_results, write_scores
 from metarun.report.seeds import ACROSS, PER_SEED, seed_table

@@ -12,11 +12,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from metarun.config.store import config_dir
 from metarun.config.checks import ALGORITHMS, WEIGHTINGS, check
 from metarun.config.resume import continuing_differences, run_differences
 from metarun.config.schema import ConfigError
-from metarun.config.store import register
+from metarun.config.store import config_dir, register
 
 register()
 

@@ -19,9 +19,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from metarun.config.store import config_dir
 from metarun.config.checks import ALGORITHMS, WEIGHTINGS
-from metarun.config.store import register
+from metarun.config.store import config_dir, register
 from metarun.core import precision
 from metarun.run.execution import task_grads
 from metarun.run.signals import Interrupted

@@ -19,8 +19,7 @@ import torch
 import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
 
-from metarun.config.store import config_dir
-from metarun.config.store import register
+from metarun.config.store import config_dir, register
 from metarun.run.build import build
 
 register()

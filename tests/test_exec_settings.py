@@ -11,9 +11,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from metarun.config.store import config_dir
 from metarun.config.schema import ConfigError
-from metarun.config.store import register
+from metarun.config.store import config_dir, register
 from metarun.core import precision
 from metarun.run import checkpoint
 from metarun.run.build import resolve_device

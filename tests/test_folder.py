@@ -16,9 +16,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from metarun.config.store import config_dir
 from metarun.config.checks import ALGORITHMS
-from metarun.config.store import register
+from metarun.config.store import config_dir, register
 from metarun.core.tasks import ClassEpisodes, RaggedClassEpisodes
 from metarun.data import folder as folder_module
 from metarun.data.cache import MANIFEST, DataError

@@ -26,8 +26,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from metarun.config.store import config_dir
-from metarun.config.store import register
+from metarun.config.store import config_dir, register
 from metarun.run.train import run
 
 # Operations whose result the host must read from the device.

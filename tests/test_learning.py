@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from metarun.config.store import config_dir
-from metarun.config.store import register
+from metarun.config.store import config_dir, register
 from metarun.core.tasks import fixed_stream
 from metarun.run.build import build
 from metarun.run.evaluate import evaluate

@@ -17,9 +17,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from metarun.config.store import config_dir
 from metarun.config.checks import ALGORITHMS
-from metarun.config.store import register
+from metarun.config.store import config_dir, register
 from metarun.data import omniglot
 from metarun.data.cache import MANIFEST
 from metarun.data.omniglot import LAKE_VALIDATION, Omniglot

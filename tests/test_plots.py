@@ -12,14 +12,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from metarun.config.store import config_dir
-from metarun.config.store import register
-from metarun.core.functional import detached
 from metarun.commands.plot import run_cli
+from metarun.config.store import config_dir, register
+from metarun.core.functional import detached
 from metarun.report.plots import find_runs, read_metrics, run_label
-from metarun.run.sine_figure import sine_figure_data
 from metarun.run import checkpoint
 from metarun.run.build import build
+from metarun.run.sine_figure import sine_figure_data
 from metarun.run.train import run
 
 register()

@@ -14,9 +14,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from metarun.config.store import config_dir
 from metarun.config.checks import check
-from metarun.config.store import register
+from metarun.config.store import config_dir, register
 from metarun.report.stats import accuracy_ci_bounds
 from metarun.report.verdict import PM_KINDS
 

@@ -18,16 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from metarun import messages
+from metarun.report import record as record_fields
 from metarun.report.results import RESULTS, SCORES, find_jobs, read_results
 from metarun.report.settings import describe, differences, matches, run_settings, show
 from metarun.report.stats import Paired, p_is, paired
 
 # What fixes a run's test tasks: results.json fields (named by the setting a user changes), then config keys
 # read from .hydra/config.yaml.
-STREAM_FIELDS = {"data": "data", "ways": "ways", "shots": "shots", "queries": "queries", "eval_seed": "eval.seed",
-                 "n_tasks": "eval.tasks", "amplitude": "data.amplitude", "phase": "data.phase",
-                 "x_range": "data.x_range", "rotate_test": "data.rotate_test", "image_size": "data.image_size",
-                 "test_classes": "test classes"}
 STREAM_SETTINGS = ("eval.chunk", "data.split_dir")
 
 
@@ -145,7 +142,8 @@ def check_one_method(folder: Path, runs: list[Run], name: str) -> None:
 
 def stream(run: Run) -> dict[str, Any]:
     """The settings that fix the run's test tasks, by the names a user sets them with."""
-    out = {name: run.record[k] for k, name in STREAM_FIELDS.items() if k in run.record}
+    fields = [f for f in record_fields.FIELDS if f.kind == "stream" and f.name in run.record]
+    out = {(f.config_key or f.name): run.record[f.name] for f in fields}
     out |= {k: run.settings[k] for k in STREAM_SETTINGS if k in run.settings}
     return out
 

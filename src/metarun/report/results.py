@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metarun.files import atomic_write
+from metarun.report import record as record_fields
 from metarun.version import __version__
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ SCORES = "scores.csv"
 METRICS = "metrics.csv"
 FORMAT_VERSION = 1
 READABLE_FORMATS = (1,)  # every results.json metarun has written so far is format 1
-TABLE_KEYS = ("data", "ways", "shots", "algo", "weighting", "metric", "mean", "ci95", "seed")
 TABLE_FILES = ("table.csv", "table.md", "table.tex")
 
 
@@ -134,7 +134,7 @@ def read_results(path: Path) -> dict:
                "version or upgrade." if newer else rerun)
         raise ResultsError(f"{path} has {what}; metarun {__version__} reads results format "
                            f"{', '.join(map(str, READABLE_FORMATS))}. {fix}")
-    missing = [k for k in TABLE_KEYS if k not in record]
+    missing = [k for k in record_fields.required() if k not in record]
     if missing:
         raise ResultsError(f"{path} (format {fmt}) lacks {', '.join(missing)}, which every results file of that "
                            f"format has; it was edited or cut short. {rerun}")
@@ -234,10 +234,6 @@ def method_label(run: Mapping[str, Any]) -> str:
     return f"{run['algo']} + {run['weighting']}"
 
 
-# results.json fields that are settings: what tells apart runs whose folder records no config.
-RECORD_SETTINGS = ("seed", "iterations", "meta_batch", "queries", "train_shots", "train_queries", "inner_steps",
-                   "inner_lr", "eval_steps", "eval_lr", "eval_seed", "model", "model_settings", "weighting_vectors",
-                   "select", "device")
 GROUPS = ("data", "model", "algo", "weighting")
 
 
@@ -306,7 +302,8 @@ def row_labels(runs: pd.DataFrame, ignore: Sequence[str] = ()) -> pd.Series:
             settings = [f[0] for f in found]
             following = set.intersection(*(f[1] for f in found))
         elif all(f is None for f in found):
-            settings = [{k: r.get(k) for k in RECORD_SETTINGS if k in r} for _, r in group.iterrows()]
+            # No config: the record's settings tell the runs apart (record.py says which fields are settings).
+            settings = [{k: v for k, v in r.items() if record_fields.describes_the_run(k)} for _, r in group.iterrows()]
             following = set()
         else:
             settings, following = [], set()

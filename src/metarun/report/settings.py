@@ -13,15 +13,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from metarun.report.record import describes_the_run
+
 # Keys (or key prefixes, ending in ".") that do not change what a run computes on its test tasks. Not
 # `eval.chunk`: the test stream draws each chunk's tasks in turn, so another chunk size means other tasks.
 IGNORED = ("device", "logger", "paper.", "exec.", "data.root", "data.cache_dir", "eval.val_tasks",
            "train.eval_every", "train.log_every", "train.checkpoint_every")
-# results.json fields that are measurements or bookkeeping, not settings.
-MEASURED = {"format", "status", "error", "run_dir", "mean", "ci95", "ci95_method", "n_tasks", "scores_file",
-            "mean_before",
-            "ci95_before", "val_mean", "seconds", "train_seconds", "resumed_from", "torch", "metarun", "device",
-            "exec_mode", "exec_workers", "world_size", "backend", "higher_is_better", "task_kind"}
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -52,7 +49,8 @@ def run_settings(run_dir: Path, record: Mapping[str, Any] | None = None) -> dict
             container = OmegaConf.to_container(loaded, resolve=False)
         flat = _flatten(container)
     else:
-        flat = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (record or {}).items() if k not in MEASURED}
+        flat = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (record or {}).items()
+                if describes_the_run(k)}
     return {k: v for k, v in flat.items() if not _ignored(k)}
 
 

@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from metarun.config.resume import continuing_differences, describe_differences, lookup, run_differences
 from metarun.config.schema import ConfigError
 from metarun.files import atomic_write, remove_temporaries
+from metarun.report.record import config_keys
 from metarun.report.results import FAILED, RESULTS
 from metarun.run.checkpoint import FILENAME as CHECKPOINT
 
@@ -94,11 +95,6 @@ def claim(out_dir: Path, config: dict[str, Any], choose: str) -> Path | None:
     return results if results.is_file() else None
 
 
-# results.json fields and the config keys they were copied from.
-RECORDED = {"seed": "seed", "ways": "ways", "shots": "shots", "queries": "queries", "algo": "algo.name",
-            "weighting": "weighting.name", "iterations": "train.iterations", "meta_batch": "train.meta_batch",
-            "inner_steps": "inner.steps", "inner_lr": "inner.lr", "eval_steps": "eval.steps", "eval_lr": "eval.lr",
-            "eval_seed": "eval.seed"}
 
 
 def _check_agrees(results: Path, saved: dict[str, Any]) -> None:
@@ -112,7 +108,7 @@ def _check_agrees(results: Path, saved: dict[str, Any]) -> None:
         return  # reading it says what is wrong with it
     if not isinstance(record, dict):
         return
-    wrong = [(key, field) for field, key in RECORDED.items()
+    wrong = [(key, field) for field, key in config_keys("setting", "stream").items()
              if field in record and lookup(saved, key) is not None and record[field] != lookup(saved, key)]
     if wrong:
         shown = "; ".join(f"{key}: {record[field]} in {RESULTS}, {lookup(saved, key)} in {CONFIG_FILE}"
