@@ -50,7 +50,10 @@ def test_tiny_run_writes_its_files(tmp_path, cli_env):
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     again = subprocess.run([sys.executable, "-c", code, *TINY, "algo=reptile", "weighting=agreement",
                             f"hydra.run.dir={run_dir}"], capture_output=True, text=True, env=cli_env, timeout=60)
-    assert again.stdout == out.stdout + "NO-TORCH\n", again.stderr
+    first, rest = out.stdout.split("\n", 1)
+    assert first == f"run folder: {run_dir} (training for 3 iterations)"  # said at once, before the run's table
+    assert again.stdout == (f"run folder: {run_dir} holds this run's results already (nothing was run again):\n"
+                            + rest + "NO-TORCH\n"), again.stderr
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
 
 
@@ -87,7 +90,7 @@ def test_multirun_then_table_has_a_row_per_job(tmp_path, cli_env):
     [("shots=0", "shots=0"), ("inner.steps=-1", "inner.steps=-1"), ("inner.lr=0", "inner.lr=0.0"),
      ("device=cuda", "device=cuda"),
      ("algo=cavia weighting=agreement weighting.vectors=updates", "weighting.vectors=updates"),
-     ("weighting=loss_softmax weighting.temperature=0", "weighting.temperature=0")],
+     ("weighting=loss_softmax weighting.temperature=0", "weighting.temperature=0.0")],
 )
 def test_bad_values_fail_cleanly_and_leave_nothing(tmp_path, cli_env, override, named):
     run_dir = tmp_path / "run"
@@ -162,3 +165,12 @@ def test_help_into_a_closed_pipe_ends_quietly(cli_env):
     proc.stdout.close()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141 and err == b"", err.decode()
+
+
+def test_help_lists_the_groups_a_user_chooses_from(forker):
+    out = forker.run("--help")
+    assert out.returncode == 0, out.stderr
+    groups = out.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line.split(":")[0] for line in groups.splitlines() if ": " in line}
+    assert listed == {"algo", "data", "model", "paper", "study", "weighting"}  # not Hydra's internal schemas/*
+    assert "algo: anil, cavia, convex_imaml" in groups

@@ -168,7 +168,11 @@ def test_seed_table_mean_and_t_interval_across_seeds(tmp_path):
     assert row[PER_SEED].startswith("seed 0: 75.00 ± ")
     assert table.loc["fomaml + agreement", ACROSS] == "60.00 (1 seed: no across-seed CI)"
     assert table_main([str(tmp_path), "--seeds"]) == 0
-    assert (tmp_path / "table.md").read_text().count("fomaml") == 2
+    assert (tmp_path / "table_seeds.md").read_text().count("fomaml") == 2
+    assert not (tmp_path / "table.md").exists()  # the per-run table's files are not --seeds'
+    assert table_main([str(tmp_path)]) == 0
+    assert (tmp_path / "table.md").read_text().count("fomaml") == 4  # each run its row: both tables kept
+    assert (tmp_path / "table_seeds.md").read_text().count("fomaml") == 2
 
 
 # ---- the paired study over a sweep (scripts/ga_study.py) ---------------------------------------------------------

@@ -117,7 +117,7 @@ def test_a_checkpoint_from_before_eval_select_continues_only_as_last():
 @pytest.mark.parametrize(
     ("override", "named"),
     [("weighting=agreement weighting.vectors=grads", "weighting.vectors=grads"),
-     ("weighting=loss_softmax weighting.temperature=0", "weighting.temperature=0"),
+     ("weighting=loss_softmax weighting.temperature=0", "weighting.temperature=0.0"),
      ("weighting=loss_softmax weighting.temperature=-1.5", "weighting.temperature=-1.5")],
 )
 def test_a_weighting_checks_its_own_settings(override, named):

@@ -120,5 +120,5 @@ def test_seeds_are_judged_by_their_across_seed_ci(tmp_path, cli_env):
     assert rows[1].startswith("reptile,0.130 ± 0.025,3,") and rows[1].endswith(",+0.000,1.000,yes")
     # One seed: 0.2 against 0.08 with the test set's error alone (0.01 / 1.96): far outside.
     assert rows[2].startswith('ga_reptile,0.200 (1 seed: no CI across seeds),"1 of 3 (seed 1 missing, seed 2 '
-                              'missing)",seed 0: 0.2 ± 0.01,')
+                              'missing)",seed 0: 0.2000 ± 0.010,')
     assert rows[2].endswith(",no")

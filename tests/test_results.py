@@ -6,9 +6,13 @@ import json
 import math
 
 import pytest
+from hydra import compose, initialize_config_dir
 
+from metarun.config.store import config_dir, options, register
 from metarun.files import atomic_write
-from metarun.report.results import build_table, ci95, load_runs, run_table, write_results, write_table
+from metarun.report.results import build_table, ci95, load_runs, run_table, task_kind, write_results, write_table
+
+register()
 
 
 def test_ci95_on_a_known_vector_is_students_t():
@@ -52,12 +56,12 @@ def test_table_rows_per_method_columns_per_setting(tmp_path):
     table = build_table(load_runs([tmp_path]))
     assert sorted(table.index) == ["maml + agreement", "maml + uniform", "reptile + uniform"]
     assert sorted(table.columns) == ["sine 10-shot (mse)", "sine 5-shot (mse)"]
-    assert table.loc["maml + agreement", "sine 10-shot (mse)"] == "0.4 ± 0.01"
+    assert table.loc["maml + agreement", "sine 10-shot (mse)"] == "0.4000 ± 0.010"
     assert table.loc["maml + uniform", "sine 5-shot (mse)"] == "—"
     paths = write_table(table, tmp_path)
     assert [p.name for p in paths] == ["table.csv", "table.md", "table.tex"]
     assert "maml + agreement" in paths[1].read_text()
-    assert "\\begin{tabular}" in paths[2].read_text() and "0.4 $\\pm$ 0.01" in paths[2].read_text()
+    assert "\\begin{tabular}" in paths[2].read_text() and "0.4000 $\\pm$ 0.010" in paths[2].read_text()
 
 
 def test_rows_and_columns_are_in_the_numeric_order_of_their_settings(tmp_path):
@@ -109,9 +113,9 @@ def test_runs_that_differ_in_any_setting_each_get_a_row_named_by_it(tmp_path):
     job(tmp_path, "a", 0.5, base())
     job(tmp_path, "b", 0.6, base(inner__lr=0.02))  # eval.lr follows inner.lr: not named
     job(tmp_path, "c", 0.7, base(inner__lr=0.02, seed=1))
-    assert rows(tmp_path) == {"maml + uniform (inner.lr=0.01, seed=0)": "0.5 ± 0.01",
-                              "maml + uniform (inner.lr=0.02, seed=0)": "0.6 ± 0.01",
-                              "maml + uniform (inner.lr=0.02, seed=1)": "0.7 ± 0.01"}
+    assert rows(tmp_path) == {"maml + uniform (inner.lr=0.01, seed=0)": "0.5000 ± 0.010",
+                              "maml + uniform (inner.lr=0.02, seed=0)": "0.6000 ± 0.010",
+                              "maml + uniform (inner.lr=0.02, seed=1)": "0.7000 ± 0.010"}
 
 
 def test_a_group_choice_names_the_row_rather_than_its_keys(tmp_path):
@@ -125,21 +129,21 @@ def test_identical_runs_are_both_shown_named_by_their_folders(tmp_path):
     job(tmp_path / "monday", "run", 0.5, base())
     job(tmp_path / "tuesday", "run", 0.6, base())
     write_results(tmp_path / "tuesday", record("maml", "uniform", 0.7))  # a copy of results without a config
-    assert rows(tmp_path) == {"maml + uniform (run monday/run)": "0.5 ± 0.01",
-                              "maml + uniform (run tuesday)": "0.7 ± 0.01",
-                              "maml + uniform (run tuesday/run)": "0.6 ± 0.01"}
+    assert rows(tmp_path) == {"maml + uniform (run monday/run)": "0.5000 ± 0.010",
+                              "maml + uniform (run tuesday)": "0.7000 ± 0.010",
+                              "maml + uniform (run tuesday/run)": "0.6000 ± 0.010"}
 
 
 def test_runs_that_differ_only_in_which_parameters_they_tested_get_a_row_each(tmp_path):
     job(tmp_path / "configs", "last", 0.5, base(eval__select="last"))
     job(tmp_path / "configs", "best", 0.4, base(eval__select="best"))
-    assert rows(tmp_path / "configs") == {"maml + uniform (eval.select=best)": "0.4 ± 0.01",
-                                          "maml + uniform (eval.select=last)": "0.5 ± 0.01"}
+    assert rows(tmp_path / "configs") == {"maml + uniform (eval.select=best)": "0.4000 ± 0.010",
+                                          "maml + uniform (eval.select=last)": "0.5000 ± 0.010"}
     for select, mean in (("last", 0.5), ("best", 0.4)):  # results.json alone: its `select` field tells them apart
         (tmp_path / "records" / select).mkdir(parents=True)
         write_results(tmp_path / "records" / select, record("maml", "uniform", mean) | {"select": select})
-    assert rows(tmp_path / "records") == {"maml + uniform (select=best)": "0.4 ± 0.01",
-                                          "maml + uniform (select=last)": "0.5 ± 0.01"}
+    assert rows(tmp_path / "records") == {"maml + uniform (select=best)": "0.4000 ± 0.010",
+                                          "maml + uniform (select=last)": "0.5000 ± 0.010"}
 
 
 @pytest.mark.parametrize("metric", ["mse", "accuracy"])
@@ -147,3 +151,13 @@ def test_one_run_table_without_pandas_is_the_table_metarun_table_prints(tmp_path
     run = record("reptile", "agreement", 0.81234) | {"metric": metric, "ci95": 0.0123}
     write_results(tmp_path, run)
     assert run_table(run) == build_table(load_runs([tmp_path])).to_markdown()
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_the_kind_of_each_dataset_is_told_without_its_class_as_its_class_says(option):
+    from hydra.utils import get_class
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"data={option}"])
+    source = get_class(cfg.data._target_)
+    assert task_kind(cfg.data) == (source.kind, source.metric)

@@ -97,7 +97,7 @@ def test_reproduction_rows_name_their_test():
     assert rows["seeds"] == "2 of 4 (seed 2 failed, seed 3 missing)"
     # Two finished seeds, 0.5 and 0.6: se across seeds 0.05, over test tasks 0.02 / 1.96; z = 0.25 / 0.051 > 1.96.
     assert rows[VERDICT_T] == "no" and rows["per seed (mean ± 95% CI over test tasks)"] == (
-        "seed 0: 0.5 ± 0.02; seed 1: 0.6 ± 0.02")
+        "seed 0: 0.5000 ± 0.020; seed 1: 0.6000 ± 0.020")
 
 
 def test_a_published_pm_is_used_as_what_it_is():

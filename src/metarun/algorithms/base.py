@@ -83,6 +83,11 @@ class Algorithm:
             raise ValueError(f"cannot split a support set of {x.shape[0]} examples into {k} sub-batches")
         return [lambda p, i=i: objective(p, x[i::k], y[i::k]) for i in range(k)]
 
+    def record(self) -> dict[str, Any]:
+        """What results.json says of the algorithm beyond its name: fields of its own (a field that
+        metarun.report.record does not declare counts as a setting in tables). None by default."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """State the algorithm carries from task to task and must be checkpointed (none by default)."""
         return {}

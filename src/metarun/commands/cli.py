@@ -32,7 +32,6 @@ from metarun.version import __version__
 
 PROG = "metarun"
 
-register()
 
 
 def main() -> None:
@@ -48,6 +47,7 @@ def main() -> None:
     if not sys.stderr.isatty() and "FORCE_COLOR" not in os.environ:
         os.environ.setdefault("NO_COLOR", "1")  # Optuna's log lines: no colour codes in a file or a pipe
     try:
+        register()
         sys.argv[1:] = ranks_argv(rundir.resume_argv(argv))
     except ConfigError as e:
         _exit(str(e), 2)
@@ -164,9 +164,14 @@ def app(cfg: DictConfig) -> float | None:
     resume = f"metarun --resume {shlex.quote(str(_resume_dir(out_dir, sweeping)))}"
     accepted = []
 
-    def accept() -> None:
+    def accept(resumed_from: int | None = None) -> None:
         if rank_zero():
             rundir.accept(out_dir, cfg)
+            # Said at once: the progress bar shows only on a terminal, and a piped run would say nothing until it ends.
+            iterations = cfg.train.iterations
+            began = (f"continuing from iteration {resumed_from} of {iterations}" if resumed_from is not None
+                     else f"training for {iterations} iterations")
+            print(f"run folder: {out_dir} ({began})", flush=True)
         accepted.append(True)
 
     if sweeping and rank_zero() and rundir.fresh(out_dir):
@@ -214,6 +219,8 @@ def app(cfg: DictConfig) -> float | None:
         # stderr, its reason to failed.json, and the end of the sweep says which jobs failed.
         traceback.print_exc()
         fail(out_dir, f"{type(e).__name__}: {e}", 1, sweeping, cfg)
+    if finished is not None:
+        print(f"run folder: {out_dir} holds this run's results already (nothing was run again):")
     print(table)
     print(f"results: {out_dir / RESULTS}")
     return record.get("val_mean", record["mean"])

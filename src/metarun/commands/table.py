@@ -18,8 +18,9 @@ def parser() -> argparse.ArgumentParser:
                     "that share a method and a setting get a row each, named by the settings in which they differ.",
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="run or multirun folders")
-    parser.add_argument("--out", type=Path, help="folder to write table.csv, table.md and table.tex to (made if "
-                                                 "missing; default: the first folder)")
+    parser.add_argument("--out", type=Path, help="folder to write table.csv, table.md and table.tex to "
+                                                 "(table_seeds.* with --seeds; made if missing; default: the "
+                                                 "first folder)")
     parser.add_argument("--seeds", action="store_true",
                         help="a row per setting over runs that differ only in seed: the mean over seeds, its t-based "
                              "95%% CI across seeds, and each seed's CI over test tasks")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     dest = args.out or args.dirs[0]
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        paths = write_table(table, dest)
+        paths = write_table(table, dest, "table_seeds" if args.seeds else "table")
     except OSError as e:
         return error(PROG, messages.cannot_write(e, '`--out FOLDER`', dest), FAILED)
     for path in paths:

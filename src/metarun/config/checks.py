@@ -17,6 +17,9 @@ from metarun.config.schema import (
 )
 from metarun.config.store import options
 
+# logger -> the package it needs beside metarun (its pip extra has the same name); csv needs none.
+LOGGERS = {"csv": None, "tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+
 ALGORITHMS = options("algo")
 WEIGHTINGS = options("weighting")
 
@@ -58,8 +61,7 @@ def check(cfg: DictConfig) -> None:
     if not 0 < cfg.outer.decay <= 1:
         raise ConfigError(f"`outer.decay={cfg.outer.decay}` is invalid: the step decay factor must be in (0, 1]. "
                           "Set e.g. `outer.decay=0.9 outer.decay_every=5000`, or `outer.decay=1` for none.")
-    if cfg.logger not in ("csv", "tensorboard"):
-        raise ConfigError(f"`logger={cfg.logger}` is unknown. Valid values: csv, tensorboard.")
+    _check_logger(cfg.logger)
     _check_select(cfg)
     if cfg.eval.val_tasks == 1:
         raise ConfigError(
@@ -203,3 +205,21 @@ def _check_select(cfg: DictConfig) -> None:
                           "turns validation off. Set `eval.val_tasks=100` (validated every `train.eval_every` "
                           "iterations), or use `eval.select=last`.")
 
+
+def _check_logger(logger: str) -> None:
+    """Before anything is written: a logger that is unknown, or whose package is not installed."""
+    from importlib.util import find_spec
+
+    if logger not in LOGGERS:
+        raise ConfigError(f"`logger={logger}` is unknown. Valid values: {', '.join(LOGGERS)}.")
+    package = LOGGERS[logger]
+    if package is not None and find_spec(package) is None:
+        raise missing_logger(logger, "it is not installed")
+
+
+def missing_logger(logger: str, why: str) -> ConfigError:
+    """`logger=NAME` without its package (said by the checks, or by the tracker if its import fails)."""
+    package = LOGGERS[logger]
+    return ConfigError(
+        f"`logger={logger}` needs the {package} package, but {why}. Install it with "
+        f'`pip install "metarun[{package}]"`, or use `logger=csv` (metrics.csv is written either way).')

@@ -96,7 +96,7 @@ class MetarunConfig:
     queries: int = 10
     seed: int = 0
     device: str = "auto"
-    logger: str = "csv"  # csv (metrics.csv) | tensorboard (metrics.csv and TensorBoard)
+    logger: str = "csv"  # csv (metrics.csv) | tensorboard | mlflow | wandb (metrics.csv and that tracker)
     train: TrainConfig = field(default_factory=TrainConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -270,6 +270,28 @@ class CAVIAAlgo:
     context_size: int = 4
 
 
+
+
+@dataclass
+class UniformWeighting:
+    _target_: str = "metarun.weighting.uniform.Uniform"
+    name: str = "uniform"
+
+
+@dataclass
+class AgreementWeighting:
+    _target_: str = "metarun.weighting.agreement.Agreement"
+    name: str = "agreement"
+    # Which per-task vectors are compared: updates (theta - phi_i over the network's parameters, the paper's
+    # choice), meta_grads, or auto (updates, except meta_grads for CAVIA, whose inner loop leaves the network).
+    vectors: str = "auto"
+
+
+@dataclass
+class LossSoftmaxWeighting:
+    _target_: str = "metarun.weighting.loss_softmax.LossSoftmax"
+    name: str = "loss_softmax"
+    temperature: float = 1.0  # tau > 0; larger is closer to uniform weights
 
 # The valid values of string settings.
 EXEC_MODES = ("auto", "loop", "vmap")

@@ -26,6 +26,9 @@ class Field:
     kind: Kind
     source: str  # the config key it records (dotted), or, in words, what computes it
     required: bool = False  # every results.json of format 1 has it: `read_results` refuses a record without it
+    # The record holds the config's value as it is (so a folder's results.json must agree with its config);
+    # False where it holds what the value resolved to (`weighting.vectors=auto` recorded as `updates`).
+    verbatim: bool = True
 
     @property
     def config_key(self) -> str | None:
@@ -83,9 +86,10 @@ FIELDS: tuple[Field, ...] = (
     Field("select", "setting", "eval.select"),
     Field("head", "setting", "eval.head"),
     Field("bn_mode", "setting", "the model's BatchNorm at test time (eval.transductive)"),
-    Field("weighting_vectors", "setting", "weighting.vectors"),
+    Field("weighting_vectors", "setting", "weighting.vectors", verbatim=False),
+    Field("weighting_temperature", "setting", "weighting.temperature"),
     Field("train_split", "setting", "data.train_split"),
-    Field("split_dir", "setting", "data.split_dir"),
+    Field("split_dir", "setting", "data.split_dir", verbatim=False),  # the folder as the loader expanded it
     Field("channels", "setting", "data.channels"),
     Field("layout", "setting", "the layout of data=folder's images"),
     Field("tf32", "setting", "exec.tf32 where the device has TF32"),
@@ -139,5 +143,5 @@ def describes_the_run(name: str) -> bool:
 
 
 def config_keys(*kinds: Kind) -> dict[str, str]:
-    """field -> the config key it records, for the declared fields of these kinds that record one."""
-    return {f.name: f.config_key for f in FIELDS if f.kind in kinds and f.config_key is not None}
+    """field -> the config key whose value it holds as it is, for the declared fields of these kinds."""
+    return {f.name: f.config_key for f in FIELDS if f.kind in kinds and f.config_key is not None and f.verbatim}

@@ -28,7 +28,7 @@ SCORES = "scores.csv"
 METRICS = "metrics.csv"
 FORMAT_VERSION = 1
 READABLE_FORMATS = (1,)  # every results.json metarun has written so far is format 1
-TABLE_FILES = ("table.csv", "table.md", "table.tex")
+TABLE_SUFFIXES = (".csv", ".md", ".tex")
 
 
 CI_METHOD = "t"  # recorded in results.json as `ci95_method`: how `ci95` was computed
@@ -177,17 +177,29 @@ def settings_record(cfg: Any) -> dict[str, Any]:
     }
 
 
+def task_kind(data: Any) -> tuple[str, str]:
+    """A dataset's kind and metric from its config node. metarun's own datasets are told apart as the config
+    checks tell them (images: classification scored by accuracy; else regression scored by MSE), without
+    importing their classes (torch); a user's dataset class is asked (tests/test_results.py holds the two
+    to agree for every option of conf/data/)."""
+    if str(data._target_).startswith("metarun.data."):
+        return ("classification", "accuracy") if "channels" in data else ("regression", "mse")
+    from hydra.utils import get_class
+
+    source = get_class(data._target_)
+    return source.kind, source.metric
+
+
 def unfinished(job: Path) -> dict:
     """What the table needs about a job that wrote no results, from the config Hydra saved for it."""
-    from hydra.utils import get_class
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
-    source = get_class(cfg.data._target_)  # its kind and metric are the class's (importing it imports torch)
+    kind, metric = task_kind(cfg.data)
     failure = json.loads((job / FAILED).read_text()) if (job / FAILED).is_file() else {}
     return {
         "status": "failed" if failure else "missing", "error": failure.get("error"), **settings_record(cfg),
-        "data": cfg.data.name, "task_kind": source.kind, "metric": source.metric,
+        "data": cfg.data.name, "task_kind": kind, "metric": metric,
         "bn_mode": "transductive" if OmegaConf.select(cfg, "eval.transductive", default=True) else "support-statistics",
         "rotate_test": OmegaConf.select(cfg, "data.rotate_test"), "mean": math.nan, "ci95": math.nan,
     }
@@ -219,8 +231,9 @@ def pm(metric: str, mean: float, half: float | None) -> str:
     if metric == "accuracy":
         text = f"{100 * mean:.2f}"
         return text if no_ci(half) else f"{text} ± {100 * half:.2f}"
-    text = f"{mean:.4g}"
-    return text if no_ci(half) else f"{text} ± {half:.2g}"
+    # `#`: trailing zeros kept, so that every CI of a table shows two significant digits ("± 0.50", not "± 0.5").
+    text = f"{mean:#.4g}".rstrip(".")
+    return text if no_ci(half) else f"{text} ± {f'{half:#.2g}'.rstrip('.')}"
 
 
 def cell(run: Mapping[str, Any]) -> str:
@@ -359,9 +372,10 @@ def natural(label: str) -> tuple:
     return tuple(float(p) if i % 2 else p for i, p in enumerate(parts))
 
 
-def write_table(table: pd.DataFrame, dest: Path) -> list[Path]:
+def write_table(table: pd.DataFrame, dest: Path, stem: str = "table") -> list[Path]:
+    """STEM.csv, STEM.md and STEM.tex in `dest` (`--seeds` writes its own stem, beside the per-run table)."""
     dest = Path(dest)
-    csv_path, md_path, tex_path = (dest / name for name in TABLE_FILES)
+    csv_path, md_path, tex_path = (dest / f"{stem}{suffix}" for suffix in TABLE_SUFFIXES)
     atomic_write(csv_path, table.to_csv())
     atomic_write(md_path, table.to_markdown() + "\n")
     atomic_write(tex_path, table.to_latex(escape=True).replace("±", r"$\pm$"))

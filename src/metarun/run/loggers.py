@@ -1,5 +1,6 @@
 """Optional loggers beside metrics.csv (always written): `logger=tensorboard` adds TensorBoard scalars
-and, at the end, the flattened config as hyperparameters with the test metric."""
+and, at the end, the flattened config as hyperparameters with the test metric; `logger=mlflow` and
+`logger=wandb` track the run in MLflow or W&B (metarun.run.trackers)."""
 
 from __future__ import annotations
 
@@ -8,26 +9,23 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from metarun.config.schema import ConfigError
+from metarun.config.checks import missing_logger
 
 
 class NoLog:
     def write(self, row: dict[str, Any]) -> None:
         pass
 
-    def close(self, config: dict[str, Any], record: dict[str, Any]) -> None:
-        pass
+    def close(self, config: dict[str, Any], record: dict[str, Any] | None) -> None:
+        """`record` None: the run stopped at a signal, its checkpoint saved, before any results."""
 
 
 class TensorBoardLog(NoLog):
     def __init__(self, folder: Path) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError(
-                "`logger=tensorboard` needs the tensorboard package, which is not installed. Install it with "
-                '`pip install "metarun[tensorboard]"`, or use `logger=csv`.'
-            ) from None
+        except ImportError as e:
+            raise missing_logger("tensorboard", f"it cannot be imported ({e})") from None
         self.writer = SummaryWriter(log_dir=str(folder))
 
     def write(self, row: dict[str, Any]) -> None:
@@ -36,22 +34,34 @@ class TensorBoardLog(NoLog):
                 self.writer.add_scalar(key, value, row["iteration"])
         self.writer.flush()
 
-    def close(self, config: dict[str, Any], record: dict[str, Any]) -> None:
-        hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in _flat(config).items()}
+    def close(self, config: dict[str, Any], record: dict[str, Any] | None) -> None:
+        if record is None:
+            self.writer.close()
+            return
+        hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat(config).items()}
         self.writer.add_hparams(hparams, {"test/mean": record["mean"], "test/ci95": record["ci95"]},
                                 run_name="hparams")
         self.writer.close()
 
 
-def tensorboard_log(cfg: DictConfig, out_dir: Path) -> NoLog:
-    return TensorBoardLog(Path(out_dir) / "tensorboard") if cfg.logger == "tensorboard" else NoLog()
+def tracker(cfg: DictConfig, out_dir: Path, resumed: bool) -> NoLog:
+    """The logger `cfg.logger` names beside metrics.csv (csv: none). `resumed`: the run continues from its
+    checkpoint, and a tracker continues the tracked run that the folder's tracker.json names."""
+    if cfg.logger == "tensorboard":
+        return TensorBoardLog(Path(out_dir) / "tensorboard")
+    if cfg.logger in ("mlflow", "wandb"):
+        from metarun.run.trackers import MLflowLog, WandbLog
+
+        return (MLflowLog if cfg.logger == "mlflow" else WandbLog)(cfg, Path(out_dir), resumed)
+    return NoLog()
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as one level of dotted keys (`outer.optimizer._target_`)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
+            out |= flat(value, f"{prefix}{key}.")
         else:
             out[f"{prefix}{key}"] = value
     return out

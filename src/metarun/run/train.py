@@ -25,7 +25,7 @@ from metarun.report.results import CI_METHOD, METRICS, MetricsLog, ci95, setting
 from metarun.run import checkpoint
 from metarun.run.build import Parts, build
 from metarun.run.evaluate import evaluate
-from metarun.run.loggers import tensorboard_log
+from metarun.run.loggers import tracker
 from metarun.run.signals import Interrupted, stop_requests
 from metarun.version import __version__
 from metarun.weighting import Weighting
@@ -199,7 +199,7 @@ def tested_record(cfg: DictConfig, parts: Parts, after: list[float], before: lis
         "mean": mean, "ci95": None if math.isnan(half) else half, "ci95_method": CI_METHOD, "n_tasks": len(after),
         "scores_file": "scores.csv", "mean_before": mean_before,
         "ci95_before": None if math.isnan(half_before) else half_before,
-        "bn_mode": bn_mode(parts), **source.record(), **parts.weighting.record(),
+        "bn_mode": bn_mode(parts), **source.record(), **parts.algo.record(), **parts.weighting.record(),
         "exec_mode": executor.mode, "world_size": world.size, "backend": world.backend,
         "exec_chunk": None if executor.mode == "loop" else executor.train_chunks.tasks_per_call(cfg.train.meta_batch),
         "tf32": tf32, "autocast": cfg.exec.autocast,
@@ -232,12 +232,12 @@ def take_best(parts: Parts, out_dir: Path, best: dict | None) -> dict:
     return {"iteration": best["iteration"], "val_mean": best["val_mean"]}
 
 
-def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = None) -> tuple[dict, float]:
+def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[int | None], None] | None = None) -> tuple[dict, float]:
     """Train and test as `cfg` says; returns the results record and the final validation metric.
 
     A folder with a checkpoint from the same config continues from it (whether the folder may be used at
-    all, and whether it holds finished results, the caller decides: metarun.run.rundir). `accepted` is called
-    once every check has passed, before anything is written.
+    all, and whether it holds finished results, the caller decides: metarun.run.rundir). `accepted(resumed_from)`
+    is called once every check has passed, before anything is written.
     """
     config = OmegaConf.to_container(cfg, resolve=True)
     saved = checkpoint.resumable(out_dir, config)
@@ -277,12 +277,12 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
                 "config": config}
 
     if accepted is not None:
-        accepted()
+        accepted(None if saved is None else int(saved["iteration"]))
     world.barrier()  # every rank has read the checkpoint before rank 0 writes anything
     # Rank 0 alone writes the run's files; the other ranks' logs write nothing.
     log = (MetricsLog(out_dir / METRICS, COLUMNS, resume_after=first - 1 if saved else None) if world.main
            else NO_LOG)
-    board = tensorboard_log(cfg, out_dir) if world.main else NO_LOG
+    board = tracker(cfg, out_dir, resumed=saved is not None) if world.main else NO_LOG
     start = time.perf_counter()
     bar = tqdm(range(first, iterations + 1), desc=f"{algo.name}+{parts.weighting.name}",
                disable=None if world.main else True)
@@ -326,6 +326,7 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
                 checkpoint.save(out_dir, state(it))
             if stopping:
                 log.close()
+                board.close(config, None)  # no results: a tracker keeps what it has for the resumed run
                 world.barrier()  # the checkpoint is whole before any rank exits
                 raise Interrupted(stop[0] if stop else signal.SIGTERM, it)
     log.close()
@@ -342,7 +343,7 @@ def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[], None] | None = No
     }
     if world.main:
         write_scores(out_dir, after, before)
-        board.close(config, record)
         write_results(out_dir, record)
+        board.close(config, record)  # after results.json: a tracker keeps a copy
     world.barrier()  # results.json is whole before any rank reads it
     return record, val

@@ -7,6 +7,8 @@ step (no gradient flows through them), as a weighting of fixed meta-gradients mu
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -39,3 +41,6 @@ class LossSoftmax(Weighting):
     def __call__(self, grads: TaskGrads, check: bool = True, world: World = SOLO, tasks: int | None = None) -> Tensor:
         losses = grads.metrics["loss_after"]
         return loss_softmax(losses, self.temperature, world).to(losses.dtype)
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), "weighting_temperature": self.temperature}
