@@ -97,8 +97,8 @@ CONFIG = [
     pytest.param(["algo=reptile", "algo.inner_state=keep"], ["`algo.inner_state=keep` is unknown. Valid values: "
                                                              "fresh, carry."], id="unknown-inner-state"),
     pytest.param(["algo=imaml", "inner.sub_batches=2"], ["`inner.sub_batches=2` splits the support set among the "
-                                                         "training inner steps of maml, maml_pp, "
-                                                         "meta_sgd, fomaml and reptile",
+                                                         "training inner steps of fomaml, maml, maml_pp, "
+                                                         "meta_sgd and reptile",
                                                          "algo=imaml does not use it"], id="sub-batches-for-imaml"),
     pytest.param(["inner.sub_batches=11"], ["`inner.sub_batches=11` is more sub-batches than a training support set "
                                             "has examples (10)", "at most 10"], id="too-many-sub-batches"),

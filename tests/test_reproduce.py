@@ -122,3 +122,16 @@ def test_seeds_are_judged_by_their_across_seed_ci(tmp_path, cli_env):
     assert rows[2].startswith('ga_reptile,0.200 (1 seed: no CI across seeds),"1 of 3 (seed 1 missing, seed 2 '
                               'missing)",seed 0: 0.2000 ± 0.010,')
     assert rows[2].endswith(",no")
+
+
+def test_absent_data_is_said_once_and_nothing_is_launched(tmp_path, monkeypatch, capsys):
+    """Without Omniglot, one paragraph before any job starts (not one error per job of the sweep)."""
+    from metarun.commands.reproduce import run_cli
+
+    monkeypatch.setenv("METARUN_DATA", str(tmp_path / "nodata"))
+    out = tmp_path / "rep"
+    code = run_cli(["ga-omniglot", "--budget", "quick", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("metarun-reproduce: error:") == 1
+    assert f"Omniglot is not under {tmp_path / 'nodata' / 'omniglot'}" in err and "`metarun-data omniglot`" in err
+    assert "None of the 12 cell(s) was launched." in err and not out.exists()

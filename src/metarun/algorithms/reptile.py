@@ -18,10 +18,9 @@ from typing import Any
 from torch import Tensor
 
 from metarun.algorithms.base import Algorithm, TaskOutput
+from metarun.config.schema import INNER_STATES
 from metarun.core import inner
 from metarun.core.functional import Objective, Params, subtract
-
-INNER_STATES = ("fresh", "carry")
 
 
 class Reptile(Algorithm):

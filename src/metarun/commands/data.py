@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -130,6 +131,29 @@ def miniimagenet_main(args: argparse.Namespace) -> int:
 
 
 # ---- list -----------------------------------------------------------------------------------------------------
+
+def missing_data(data: Any) -> str | None:
+    """Why the dataset a config node names is absent, with how to get it, or None (present, or nothing to
+    fetch). Checked once before a reproduction launches its jobs, which would each say it again."""
+    if data._target_ == OmniglotData._target_:
+        from metarun.data import omniglot
+
+        root = expand(data.root)
+        missing = [name for name in omniglot.SOURCES if omniglot.find(root, name) is None]
+        if missing:
+            return (f"Omniglot is not under {root} ({' and '.join(missing)} missing). `{PROG} omniglot` downloads "
+                    "it there (the folder follows METARUN_DATA), or set `data.root` to where it is.")
+    if data._target_ == MiniImageNetData._target_:
+        from metarun.data import miniimagenet
+
+        root = expand(data.root)
+        pickles = [root / miniimagenet.PICKLE.format(split=split) for split in ("train", "val", "test")]
+        if not (root / miniimagenet.FOLDER).is_dir() and not any(p.is_file() for p in pickles):
+            return (f"miniImageNet is not under {root} (no {miniimagenet.FOLDER}/ and no "
+                    f"{miniimagenet.PICKLE.format(split='train')}). It cannot be downloaded: bring your own copy "
+                    f"(`{PROG} miniimagenet --help` says which layouts are read), or set `data.root`.")
+    return None
+
 
 def omniglot_status(root: Path) -> str:
     from metarun.data import omniglot

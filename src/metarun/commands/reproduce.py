@@ -122,6 +122,18 @@ def foreign_cells(name: str, paper: DictConfig, cells: list[str], out: Path, arg
     return foreign
 
 
+def missing_cell_data(name: str, paper: DictConfig, cells: list[str], args: argparse.Namespace) -> str | None:
+    """Why the dataset of the first cell that needs an absent one cannot be read: said once, not by every job."""
+    from metarun.commands.data import missing_data
+
+    for cell in cells:
+        job = [o for o in cell_command(name, paper, cell, args) if not o.startswith(("hydra.", "hydra/"))]
+        said = missing_data(compose(*job).data)
+        if said:
+            return said
+    return None
+
+
 def side_by_side(paper: DictConfig, out: Path, seeds: list[int] | None = None) -> pd.DataFrame:
     """One row per cell: ours beside the published number, with the verdict of the test named in its column
     (metarun.report.verdict): the published ± is used as what the preset says it is (`pm`)."""
@@ -214,6 +226,9 @@ def run_cli(argv: list[str] | None = None) -> int:
     code = 0
     todo = [c for c in chosen if not _done(out, c, args.seeds)]
     if todo and not args.table_only:
+        absent = missing_cell_data(name, paper, todo, args)
+        if absent:
+            return error(PROG, f"{absent} None of the {len(todo)} cell(s) was launched.", USAGE)
         code = launch(name, paper, todo, out, args)
     notes = [quick_note(paper.metric)] if args.budget == "quick" else []
     notes += [f"Note: {n}" for n in paper.get("notes") or []]

@@ -112,14 +112,25 @@ def _check_algo(cfg: DictConfig) -> None:
     _check_inner_state(cfg)
 
 
+def _sub_batch_algorithms() -> str:
+    """The algorithms whose schema takes `sub_batches`, as a list in words."""
+    from dataclasses import fields, is_dataclass
+
+    from metarun.config import schema
+
+    names = [cls.name for cls in vars(schema).values() if is_dataclass(cls) and hasattr(cls, "_target_")
+             and ".algorithms." in cls._target_ and "sub_batches" in {f.name for f in fields(cls)}]
+    return ", ".join(sorted(names)[:-1]) + f" and {sorted(names)[-1]}"
+
+
 def _check_sub_batches(cfg: DictConfig) -> None:
     k = cfg.inner.sub_batches
     if k == 1:
         return
     if "sub_batches" not in cfg.algo:
         raise ConfigError(
-            f"`inner.sub_batches={k}` splits the support set among the training inner steps of maml, maml_pp, "
-            f"meta_sgd, fomaml and reptile (gradient agreement's Algorithm 1); algo={cfg.algo.name} does not use "
+            f"`inner.sub_batches={k}` splits the support set among the training inner steps of "
+            f"{_sub_batch_algorithms()} (gradient agreement's Algorithm 1); algo={cfg.algo.name} does not use "
             "it. Set `inner.sub_batches=1`, or choose one of those algorithms.")
     support = cfg.train.shots * (cfg.ways if "channels" in cfg.data else 1)
     if k > support:
