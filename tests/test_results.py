@@ -161,3 +161,13 @@ def test_the_kind_of_each_dataset_is_told_without_its_class_as_its_class_says(op
         cfg = compose(config_name="config", overrides=[f"data={option}"])
     source = get_class(cfg.data._target_)
     assert task_kind(cfg.data) == (source.kind, source.metric)
+
+
+def test_a_group_choice_that_some_runs_do_not_record_does_not_name_them():
+    """A metarun-eval folder records no group choices (`model: mlp`): runs are named by their keys instead."""
+    from metarun.report.results import varying
+
+    trained = {"model": "mlp", "model.hidden": "[64,64]", "eval.steps": 5, "seed": 0}
+    evaluated = {"model.hidden": "[64,64]", "eval.steps": 32, "seed": 0}
+    assert varying([trained, evaluated]) == ["eval.steps"]
+    assert varying([trained, {**trained, "model": "mlp_small", "model.hidden": "[8]"}]) == ["model"]

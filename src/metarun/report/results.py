@@ -293,6 +293,8 @@ def varying(settings: Sequence[dict[str, Any]], following: set[str] = frozenset(
     something else tells the runs apart."""
     keys = {k for s in settings for k in s}
     differ = {k for k in keys if len({_value(s.get(k, "—")) for s in settings}) > 1}
+    # A group choice some runs do not record (a metarun-eval folder's) says nothing: their keys tell them apart.
+    differ -= {g for g in GROUPS if any(g not in s for s in settings)}
     differ -= {k for k in differ if any(k.startswith(f"{g}.") for g in differ & set(GROUPS))}
     if differ - following:
         differ -= following
