@@ -16,7 +16,7 @@ class NoLog:
     def write(self, row: dict[str, Any]) -> None:
         pass
 
-    def close(self, config: dict[str, Any], record: dict[str, Any] | None) -> None:
+    def close(self, config: dict[str, Any] | None = None, record: dict[str, Any] | None = None) -> None:
         """`record` None: the run stopped at a signal, its checkpoint saved, before any results."""
 
 

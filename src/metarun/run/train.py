@@ -25,7 +25,7 @@ from metarun.report.results import CI_METHOD, METRICS, MetricsLog, ci95, setting
 from metarun.run import checkpoint
 from metarun.run.build import Parts, build
 from metarun.run.evaluate import evaluate
-from metarun.run.loggers import tracker
+from metarun.run.loggers import NoLog, tracker
 from metarun.run.signals import Interrupted, stop_requests
 from metarun.version import __version__
 from metarun.weighting import Weighting
@@ -36,17 +36,7 @@ COLUMNS = (
 )
 
 
-class _NoLog:
-    """What the ranks other than 0 log to: nothing."""
-
-    def write(self, row: dict) -> None:
-        pass
-
-    def close(self, *args: object) -> None:
-        pass
-
-
-NO_LOG = _NoLog()
+NO_LOG = NoLog()  # what the ranks other than 0 log to: nothing
 
 
 class Diverged(RuntimeError):
@@ -232,118 +222,144 @@ def take_best(parts: Parts, out_dir: Path, best: dict | None) -> dict:
     return {"iteration": best["iteration"], "val_mean": best["val_mean"]}
 
 
-def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[int | None], None] | None = None) -> tuple[dict, float]:
-    """Train and test as `cfg` says; returns the results record and the final validation metric.
+class Training:
+    """One run's state while it trains: its parts, the outer optimiser and schedule, the task stream's
+    generator and what a stopped run continues from. Built from `cfg`, continuing a checkpoint of the same
+    config in `out_dir` when there is one (whether the folder may be used, the caller has decided)."""
 
-    A folder with a checkpoint from the same config continues from it (whether the folder may be used at
-    all, and whether it holds finished results, the caller decides: metarun.run.rundir). `accepted(resumed_from)`
-    is called once every check has passed, before anything is written.
-    """
-    config = OmegaConf.to_container(cfg, resolve=True)
-    saved = checkpoint.resumable(out_dir, config)
-    parts = build(cfg)
-    source, algo, device = parts.source, parts.algo, parts.device
-    params, world = parts.parameters(), parts.world
-    optimizer = instantiate(cfg.outer.optimizer)(params.values(), lr=cfg.outer.lr)
-    iterations = cfg.train.iterations
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg))
-    # The task stream has its own generator so that model init and sampling are independent.
-    generator = torch.Generator().manual_seed(cfg.seed)
-    first, elapsed, last_val, best = 1, 0.0, None, None
-    select = OmegaConf.select(cfg, "eval.select", default="last")
-    if saved is not None:
-        parts.load(saved)
-        algo.load_state_dict(saved.get("algo") or {})
-        restore(saved, optimizer, schedule, generator)
-        first, elapsed, last_val = saved["iteration"] + 1, saved["seconds"], saved["val_mean"]
-        best = saved.get("best")
-    tf32 = precision.use_tf32(cfg.exec.tf32, device)
+    def __init__(self, cfg: DictConfig, out_dir: Path) -> None:
+        self.cfg, self.out_dir = cfg, out_dir
+        self.config = OmegaConf.to_container(cfg, resolve=True)
+        self.saved = checkpoint.resumable(out_dir, self.config)
+        self.parts = parts = build(cfg)
+        self.params, self.world = parts.parameters(), parts.world
+        self.optimizer = instantiate(cfg.outer.optimizer)(self.params.values(), lr=cfg.outer.lr)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_schedule(cfg))
+        # The task stream has its own generator so that model init and sampling are independent.
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.first, self.elapsed, self.last_val, self.best = 1, 0.0, None, None
+        self.select = OmegaConf.select(cfg, "eval.select", default="last")
+        if self.saved is not None:
+            parts.load(self.saved)
+            parts.algo.load_state_dict(self.saved.get("algo") or {})
+            restore(self.saved, self.optimizer, self.schedule, self.generator)
+            self.first, self.elapsed = self.saved["iteration"] + 1, self.saved["seconds"]
+            self.last_val, self.best = self.saved["val_mean"], self.saved.get("best")
+        self.tf32 = precision.use_tf32(cfg.exec.tf32, parts.device)
+        self.start = time.perf_counter()
 
-    def test(split: str, n_tasks: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        stream = fixed_stream(source, split, n_tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries, seed)
-        return evaluate(parts, stream, cfg.eval.steps, cfg.eval.lr)  # shared among the ranks, gathered in order
+    @property
+    def resumed_from(self) -> int | None:
+        return None if self.saved is None else int(self.saved["iteration"])
 
-    def validate() -> tuple[float, float]:
-        # Validation tasks come from the validation split's own fixed stream, never the test stream.
-        return ci95(test("val", cfg.eval.val_tasks, cfg.eval.seed + 1)[0].tolist())
+    def seconds(self) -> float:
+        """Training time so far, the sessions before a resume included."""
+        return self.elapsed + time.perf_counter() - self.start
 
-    def state(iteration: int) -> dict:
-        # Everything needed to continue the run exactly, config included.
-        return {**kept(parts),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "algo": algo.state_dict(),
-                "iteration": iteration, "task_rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
+    def test(self, split: str, n_tasks: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        stream = fixed_stream(self.parts.source, split, n_tasks, cfg.eval.chunk, cfg.ways, cfg.shots, cfg.queries,
+                              seed)
+        return evaluate(self.parts, stream, cfg.eval.steps, cfg.eval.lr)  # shared among the ranks, gathered in order
+
+    def state(self, iteration: int) -> dict:
+        """Everything needed to continue the run exactly, config included."""
+        return {**kept(self.parts), "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "algo": self.parts.algo.state_dict(), "iteration": iteration,
+                "task_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "seconds": elapsed + time.perf_counter() - start, "val_mean": last_val, "best": best,
-                "config": config}
+                "seconds": self.seconds(), "val_mean": self.last_val, "best": self.best, "config": self.config}
 
+    def step(self, it: int, logging: bool) -> dict:
+        """One iteration: sample, meta-step, outer step; its logged row (iteration, lr, and metrics if logging)."""
+        cfg, parts = self.cfg, self.parts
+        episode = parts.source.sample("train", cfg.train.meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
+                                      self.generator).to(parts.device)
+        step = meta_step(parts, parts.theta(), episode, logging, it)
+        # The iteration's one read of the device (a GPU sync). Stop before the step: the parameters and the last
+        # checkpoint stay finite.
+        if not step.finite:
+            parts.weighting(step.grads)  # says so if agreement weights were 0/0
+            raise Diverged(it, step.grads.metrics.get("loss_after"), step.weights, self.out_dir)
+        combined = step.combined
+        if cfg.outer.clip_value:  # MAML's miniImageNet code and CAVIA's clip the meta-gradient elementwise
+            combined = {k: g.clamp(-cfg.outer.clip_value, cfg.outer.clip_value) for k, g in combined.items()}
+        row = {"iteration": it, "lr": outer_step(self.optimizer, self.params, combined)}
+        self.schedule.step()
+        if logging:
+            row |= logged(*gathered(step, self.world, cfg.train.meta_batch))
+        return row
+
+    def validate(self, it: int) -> dict:
+        """The validation mean and CI (a fixed stream of the validation split, never the test stream's tasks);
+        with `eval.select=best`, best.pt keeps the parameters of the best so far."""
+        cfg = self.cfg
+        mean, half = ci95(self.test("val", cfg.eval.val_tasks, cfg.eval.seed + 1)[0].tolist())
+        self.last_val = mean
+        if self.select == "best" and improves(mean, self.best, self.parts.source.higher_is_better):
+            self.best = {"iteration": it, "val_mean": mean}
+            if self.world.main:  # before this iteration's checkpoint, which records it as the best
+                checkpoint.save(self.out_dir, {**kept(self.parts), **self.best, "config": self.config},
+                                checkpoint.BEST)
+        return {"val_mean": mean, "val_ci95": half}
+
+    def finish(self, board: NoLog) -> tuple[dict, float]:
+        """The final test of the last (or best) parameters on the fixed test stream; rank 0 writes scores.csv and
+        results.json (last: its presence means the run finished). The record, and the final validation metric."""
+        cfg, train_seconds = self.cfg, self.seconds()
+        tested = (take_best(self.parts, self.out_dir, self.best) if self.select == "best"
+                  else {"iteration": cfg.train.iterations, "val_mean": self.last_val})
+        after, before = (t.tolist() for t in self.test("test", cfg.eval.tasks, cfg.eval.seed))
+        val = ci95(after)[0] if self.last_val is None else self.last_val  # the last iteration validates unless 0
+        record = {
+            **tested_record(cfg, self.parts, after, before, self.tf32), "val_mean": val,
+            "seconds": round(self.seconds(), 2), "train_seconds": round(train_seconds, 2),
+            "resumed_from": self.resumed_from,
+            "tested_iteration": tested["iteration"], "tested_val_mean": tested["val_mean"],  # `select`: settings_record
+        }
+        if self.world.main:
+            write_scores(self.out_dir, after, before)
+            write_results(self.out_dir, record)
+            board.close(self.config, record)  # after results.json: a tracker keeps a copy
+        self.world.barrier()  # results.json is whole before any rank reads it
+        return record, val
+
+
+def run(cfg: DictConfig, out_dir: Path, accepted: Callable[[int | None], None] | None = None) -> tuple[dict, float]:
+    """Train and test as `cfg` says; returns the results record and the final validation metric. A folder with a
+    checkpoint of the same config continues from it. `accepted(resumed_from)` is called once every check has
+    passed, before anything is written."""
+    t = Training(cfg, out_dir)
     if accepted is not None:
-        accepted(None if saved is None else int(saved["iteration"]))
+        accepted(t.resumed_from)
+    world, iterations, every = t.world, cfg.train.iterations, cfg.train.checkpoint_every
     world.barrier()  # every rank has read the checkpoint before rank 0 writes anything
     # Rank 0 alone writes the run's files; the other ranks' logs write nothing.
-    log = (MetricsLog(out_dir / METRICS, COLUMNS, resume_after=first - 1 if saved else None) if world.main
-           else NO_LOG)
-    board = tracker(cfg, out_dir, resumed=saved is not None) if world.main else NO_LOG
-    start = time.perf_counter()
-    bar = tqdm(range(first, iterations + 1), desc=f"{algo.name}+{parts.weighting.name}",
+    log = MetricsLog(out_dir / METRICS, COLUMNS, resume_after=t.resumed_from) if world.main else NO_LOG
+    board = tracker(cfg, out_dir, resumed=t.saved is not None) if world.main else NO_LOG
+    bar = tqdm(range(t.first, iterations + 1), desc=f"{t.parts.algo.name}+{t.parts.weighting.name}",
                disable=None if world.main else True)
     with stop_requests() as stop:
         for it in bar:
-            episode = source.sample("train", cfg.train.meta_batch, cfg.ways, cfg.train.shots, cfg.train.queries,
-                                    generator).to(device)
             logging = it % cfg.train.log_every == 0 or it == iterations
-            step = meta_step(parts, parts.theta(), episode, logging, it)
-            # The iteration's one read of the device (a GPU sync). Stop before the step: the parameters and
-            # the last checkpoint stay finite.
-            if not step.finite:
-                parts.weighting(step.grads)  # says so if agreement weights were 0/0
-                raise Diverged(it, step.grads.metrics.get("loss_after"), step.weights, out_dir)
-            combined = step.combined
-            if cfg.outer.clip_value:  # MAML's miniImageNet code and CAVIA's clip the meta-gradient elementwise
-                combined = {k: g.clamp(-cfg.outer.clip_value, cfg.outer.clip_value) for k, g in combined.items()}
-            lr = outer_step(optimizer, params, combined)
-            schedule.step()
-
-            row = {"iteration": it, "lr": lr}
+            row = t.step(it, logging)
             if logging:
-                row |= logged(*gathered(step, world, cfg.train.meta_batch))
                 bar.set_postfix(loss=f"{row['loss_after']:.4f}")
             validating = (cfg.train.eval_every and it % cfg.train.eval_every == 0) or it == iterations
             if validating and cfg.eval.val_tasks:
-                row["val_mean"], row["val_ci95"] = validate()
-                last_val = row["val_mean"]
-                if select == "best" and improves(last_val, best, source.higher_is_better):
-                    best = {"iteration": it, "val_mean": last_val}
-                    if world.main:  # before this iteration's checkpoint, which records it as the best
-                        checkpoint.save(out_dir, {**kept(parts), **best, "config": config}, checkpoint.BEST)
+                row |= t.validate(it)
             if len(row) > 2:
-                row["seconds"] = round(elapsed + time.perf_counter() - start, 3)
+                row["seconds"] = round(t.seconds(), 3)
                 log.write(row)
                 board.write(row)
             # A signal to any rank stops every rank after this same iteration, with one checkpoint.
             stopping = world.any(bool(stop))
-            every = cfg.train.checkpoint_every
             if world.main and (validating or (every and it % every == 0) or stopping):
-                checkpoint.save(out_dir, state(it))
+                checkpoint.save(out_dir, t.state(it))
             if stopping:
                 log.close()
-                board.close(config, None)  # no results: a tracker keeps what it has for the resumed run
+                board.close(t.config, None)  # no results: a tracker keeps what it has for the resumed run
                 world.barrier()  # the checkpoint is whole before any rank exits
                 raise Interrupted(stop[0] if stop else signal.SIGTERM, it)
     log.close()
-    train_seconds = elapsed + time.perf_counter() - start
-
-    tested = take_best(parts, out_dir, best) if select == "best" else {"iteration": iterations, "val_mean": last_val}
-    after, before = (t.tolist() for t in test("test", cfg.eval.tasks, cfg.eval.seed))
-    val = ci95(after)[0] if last_val is None else last_val  # the last iteration validates unless val_tasks=0
-    record = {
-        **tested_record(cfg, parts, after, before, tf32), "val_mean": val,
-        "seconds": round(elapsed + time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
-        "resumed_from": None if saved is None else saved["iteration"],
-        "tested_iteration": tested["iteration"], "tested_val_mean": tested["val_mean"],  # `select`: in settings_record
-    }
-    if world.main:
-        write_scores(out_dir, after, before)
-        write_results(out_dir, record)
-        board.close(config, record)  # after results.json: a tracker keeps a copy
-    world.barrier()  # results.json is whole before any rank reads it
-    return record, val
+    return t.finish(board)
