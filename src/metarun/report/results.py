@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from metarun.files import atomic_write
 from metarun.report import record as record_fields
+from metarun.report.settings import dotted
 from metarun.version import __version__
 
 if TYPE_CHECKING:
@@ -260,9 +261,9 @@ def run_settings(run_dir: Path) -> tuple[dict[str, Any], set[str]] | None:
     if not path.is_file():
         return None
     cfg = OmegaConf.load(path)
-    raw = _flat(OmegaConf.to_container(cfg, resolve=False))
+    raw = dotted(OmegaConf.to_container(cfg, resolve=False))
     try:
-        flat = _flat(OmegaConf.to_container(cfg, resolve=True))
+        flat = dotted(OmegaConf.to_container(cfg, resolve=True))
     except OmegaConfBaseException:
         flat = raw
     following = {k for k, v in raw.items() if isinstance(v, str) and v.startswith("${")}
@@ -271,12 +272,6 @@ def run_settings(run_dir: Path) -> tuple[dict[str, Any], set[str]] | None:
         choices = OmegaConf.select(OmegaConf.load(hydra), "hydra.runtime.choices") or {}
         flat |= {group: choices[group] for group in GROUPS if group in choices}
     return flat, following
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict) or not tree:
-        return {prefix.rstrip("."): tree} if prefix else {}
-    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
 
 
 def _value(value: Any) -> str:

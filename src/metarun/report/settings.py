@@ -21,15 +21,15 @@ IGNORED = ("device", "logger", "paper.", "exec.", "data.root", "data.cache_dir",
            "train.eval_every", "train.log_every", "train.checkpoint_every")
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out |= _flatten(value, f"{prefix}{key}.")
-        return out
-    if isinstance(node, list):
-        node = tuple(node)
-    return {prefix.rstrip("."): node}
+def dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as one level of dotted keys (`outer.optimizer._target_`); lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out |= dotted(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _ignored(key: str) -> bool:
@@ -47,7 +47,7 @@ def run_settings(run_dir: Path, record: Mapping[str, Any] | None = None) -> dict
             container = OmegaConf.to_container(loaded, resolve=True)
         except Exception:  # an interpolation that cannot resolve here (an unset variable): compare as written
             container = OmegaConf.to_container(loaded, resolve=False)
-        flat = _flatten(container)
+        flat = {k: tuple(v) if isinstance(v, list) else v for k, v in dotted(container).items()}
     else:
         flat = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (record or {}).items()
                 if describes_the_run(k)}

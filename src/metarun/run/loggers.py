@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from metarun.config.checks import missing_logger
+from metarun.report.settings import dotted
 
 
 class NoLog:
@@ -38,7 +39,7 @@ class TensorBoardLog(NoLog):
         if record is None:
             self.writer.close()
             return
-        hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat(config).items()}
+        hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in dotted(config).items()}
         self.writer.add_hparams(hparams, {"test/mean": record["mean"], "test/ci95": record["ci95"]},
                                 run_name="hparams")
         self.writer.close()
@@ -56,12 +57,3 @@ def tracker(cfg: DictConfig, out_dir: Path, resumed: bool) -> NoLog:
     return NoLog()
 
 
-def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as one level of dotted keys (`outer.optimizer._target_`)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

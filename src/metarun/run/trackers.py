@@ -28,7 +28,8 @@ from metarun.config.checks import missing_logger
 from metarun.config.schema import ConfigError
 from metarun.files import atomic_write
 from metarun.report.results import METRICS, RESULTS, SCORES, run_table
-from metarun.run.loggers import NoLog, flat
+from metarun.report.settings import dotted
+from metarun.run.loggers import NoLog
 
 TRACKER_FILE = "tracker.json"  # {"mlflow": {"run_id": ...}, "wandb": {"run_id": ...}}
 SINGLE = "metarun"  # the experiment (W&B: the group) of a run outside a multirun
@@ -217,7 +218,7 @@ class MLflowLog(Tracker):
             self.run_id = client.create_run(experiment_id, tags=tags(cfg), run_name=self.out_dir.name).info.run_id
             self.remember(self.run_id)
             config = OmegaConf.to_container(cfg, resolve=True)
-            params = [Param(k[:250], self.param_value(v)) for k, v in flat(config).items()]
+            params = [Param(k[:250], self.param_value(v)) for k, v in dotted(config).items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 params a call
                 client.log_batch(self.run_id, params=params[i:i + 100])
             client.log_text(self.run_id, OmegaConf.to_yaml(config), "config.yaml")
