@@ -26,6 +26,7 @@ CODES = {
     "metarun.report.compare.CompareError": USAGE,
     "metarun.report.seeds.SeedsError": USAGE,
     "metarun.report.plots.PlotError": USAGE,
+    "metarun.report.html.ReportError": USAGE,
     "metarun.run.learner.LearnerError": USAGE,
     "metarun.run.train.Diverged": FAILED,
     "metarun.core.distributed.RankFailed": FAILED,

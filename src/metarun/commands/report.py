@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metarun import messages
-from metarun.commands.exits import FAILED, USAGE, console, error
+from metarun.commands.exits import FAILED, console, error, fail
 from metarun.files import atomic_write
 from metarun.report import html
+from metarun.report.plots import PlotError, require_matplotlib
 from metarun.report.results import ResultsError
-from metarun.report.svg import MissingMatplotlib, require_matplotlib
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -45,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     dest = args.out or args.dirs[0] / NAME
     try:
         check(args.dirs, dest)
-        require_matplotlib()  # before reading a single run
+        require_matplotlib(PROG)  # before reading a single run
         report = html.gather(args.dirs)
         report.reproductions = reproductions(args.dirs)
         page = html.render(report)
-    except (html.ReportError, ResultsError, MissingMatplotlib) as e:
-        return error(PROG, messages.one_paragraph(str(e)), USAGE)
+    except (html.ReportError, ResultsError, PlotError) as e:
+        return fail(e, PROG)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(dest, page)

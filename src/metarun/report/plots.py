@@ -37,13 +37,13 @@ class PlotError(Exception):
 # ----------------------------------------------------------------------------- matplotlib
 
 
-def require_matplotlib() -> None:
+def require_matplotlib(command: str = PROG) -> None:
     """PlotError with the install command when matplotlib is missing (checked before any slow work)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise PlotError(
-            'metarun-plot draws with matplotlib, which is not installed here. Install the plotting extra with '
+            f'{command} draws with matplotlib, which is not installed here. Install the plotting extra with '
             '`pip install "metarun[plot]"` (or `pip install matplotlib`) and run the command again.'
         ) from None
 

@@ -19,22 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from metarun.report.plots import require_matplotlib
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-
-class MissingMatplotlib(RuntimeError):
-    """matplotlib is not installed; the message says how to install it (exit code 2)."""
-
-
-def require_matplotlib() -> None:
-    """MissingMatplotlib with the install command, checked before any slow work."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise MissingMatplotlib(
-            "metarun-report draws its figures with matplotlib, which is not installed here. Install it with "
-            '`pip install matplotlib` (or `pip install "metarun[plot]"`) and run the command again.') from None
 
 
 @dataclass(frozen=True)
@@ -70,7 +58,7 @@ class Interval:
 
 
 def _figure(cols: int, size: tuple[float, float]) -> tuple[Figure, Any]:
-    require_matplotlib()
+    require_matplotlib("metarun-report")
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
 

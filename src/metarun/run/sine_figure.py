@@ -88,7 +88,7 @@ def sine_figure_data(
     lr = cfg.eval.lr if lr is None else lr
     sx, sy, truth = _sine_task(cfg, init.source, task_seed)
     low, high = cfg.data.x_range
-    grid = torch.linspace(low, high, points, dtype=sx.dtype).unsqueeze(1)
+    grid = torch.linspace(low, high, points, dtype=sx.dtype, device=sx.device).unsqueeze(1)
     predictions, titles = {}, {}
     for role, state, trained in (("untrained", uniform, False), ("uniform", uniform, True),
                                  ("agreement", agreement, True)):
