@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from metarun.commands.plot import run_cli
 from metarun.config.store import config_dir, register
 from metarun.core.functional import detached
-from metarun.report.plots import find_runs, read_metrics, run_label
+from metarun.report.plots import find_runs, logged_runs
+from metarun.report.runs import read_metrics
 from metarun.run import checkpoint
 from metarun.run.build import build
 from metarun.run.sine_figure import sine_figure_data
@@ -65,14 +66,14 @@ def test_curves_default_to_the_first_folder_and_print_paths(sweep, capsys):
 
 
 def test_run_labels_from_results_or_overrides(sweep, tmp_path):
-    assert run_label(sweep / "0") == "maml + uniform, seed 0"
-    assert run_label(sweep / "1") == "maml + agreement, seed 0"
+    assert [r.label for r in logged_runs([sweep / "0", sweep / "1"])] == ["maml + uniform, seed 0",
+                                                                            "maml + agreement, seed 0"]
     # A run still going has no results.json yet: its Hydra overrides name it.
     going = tmp_path / "going"
     (going / ".hydra").mkdir(parents=True)
     shutil.copy(sweep / "1" / "metrics.csv", going / "metrics.csv")
     (going / ".hydra" / "overrides.yaml").write_text("- algo=reptile\n- weighting=agreement\n")
-    assert run_label(going) == "algo=reptile weighting=agreement (unfinished)"
+    assert [r.label for r in logged_runs([going])] == ["algo=reptile weighting=agreement (unfinished)"]
     # Its log may stop mid-line; that line is left out rather than read as a truncated number.
     complete = read_metrics(going)
     with open(going / "metrics.csv", "a") as log:

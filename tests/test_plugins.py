@@ -1,6 +1,6 @@
-"""A user's own algorithm and weighting, without forking metarun: a package outside src/ with its classes and a
-`metarun.plugins` entry point that registers their schemas, and a config folder on Hydra's search path with
-`algo/mine.yaml` and `weighting/mine.yaml` (docs/architecture.md, "Your own algorithm or weighting")."""
+"""A user's own algorithm, weighting and dataset fetching, without forking metarun: a package outside src/ with its
+classes and a `metarun.plugins` entry point that registers their schemas, and a config folder on Hydra's search path
+with `algo/mine.yaml` and `weighting/mine.yaml` (docs/architecture.md, "Your own algorithm or weighting")."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from metarun.algorithms.fomaml import FOMAML
 from metarun.config.schema import ConfigError
+from metarun.data.fetching import Fetching, declare
 from metarun.weighting.uniform import Uniform
 
 
@@ -61,6 +62,29 @@ class FlatSchema:
     _target_: str = "mine.Flat"
     name: str = "flat"
     note: str = "plain"
+
+
+@declare
+class MineFetching(Fetching):
+    """How `metarun-data` gets this user's dataset: declared in their package, not in metarun's command."""
+
+    name, target = "mine", "mine.MineData"
+    summary = "make the user's dataset"
+    root = "${oc.env:METARUN_DATA,/nowhere}/mine"
+
+    def status(self, root):
+        return "present" if (root / "ready").is_file() else "missing: `metarun-data mine` makes it"
+
+    def missing(self, root):
+        return None if (root / "ready").is_file() else f"nothing under {root}"
+
+    def prepare(self, args, root):
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "ready").write_text(args.word)
+        yield f"made {root} with {args.word}"
+
+    def arguments(self, parser):
+        parser.add_argument("--word", default="yes")
 
 
 def register():
@@ -124,3 +148,27 @@ def test_a_plugin_that_fails_to_register_is_named(user, tmp_path):
     assert result.returncode == 2
     assert "the metarun plugin `mine` (mine:register, from mine) failed to register" in result.stderr
     assert "broken on purpose" in result.stderr and "Traceback" not in result.stderr
+
+
+def metarun_data(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from metarun.commands.data import entry; entry()", *args],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_plugins_dataset_declares_how_metarun_data_gets_it(user, tmp_path):
+    _, env = user
+    env = env | {"METARUN_DATA": str(tmp_path / "data")}
+    listed = metarun_data(env, tmp_path, "list")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("mine "))
+    assert row.split() == ["mine", str(tmp_path / "data" / "mine"), "missing:", "`metarun-data", "mine`", "makes",
+                           "it"]
+    assert "omniglot" in listed.stdout  # metarun's own still listed beside it
+    made = metarun_data(env, tmp_path, "mine", "--word", "hello")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == f"made {tmp_path / 'data' / 'mine'} with hello"
+    assert (tmp_path / "data" / "mine" / "ready").read_text() == "hello"
+    listed = metarun_data(env, tmp_path, "list")
+    assert any(line.split() == ["mine", str(tmp_path / "data" / "mine"), "present"]
+               for line in listed.stdout.splitlines())

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT
 from metarun.commands.table import parser as table_parser
 from metarun.config.checks import check
-from metarun.config.resume import lookup
+from metarun.config.keys import lookup
 from metarun.config.store import config_dir, register
 
 register()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from conftest import ROOT
 from metarun.report import record
-from metarun.report.compare import Run, stream
+from metarun.report.compare import stream
 from metarun.report.results import ResultsError, read_results, row_labels
+from metarun.report.runs import Run
 from metarun.report.settings import run_settings
 
 SMALL = ("train.iterations=2", "train.meta_batch=2", "eval.tasks=3", "eval.val_tasks=0", "eval.chunk=3")
@@ -67,7 +67,7 @@ def test_a_new_field_is_one_declaration(monkeypatch, tmp_path):
     assert list(row_labels(runs)) == ["maml + uniform (run a)", "maml + uniform (run b)"]
     assert run_settings(tmp_path / "a", {"new_field": 1, "mean": 0.1}) == {}
     declare("stream")
-    one = Run(Path("a"), {"new_field": 1, "data": "sine"}, {})
+    one = Run(tmp_path / "none", {"new_field": 1, "data": "sine"})
     assert stream(one) == {"data.name": "sine", "new_field": 1}
 
 

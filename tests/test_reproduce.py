@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from metarun.commands.reproduce import cell_file, compose
-from metarun.config.resume import differences
+from metarun.config.keys import differences
 from metarun.run.rundir import saved_config
 
 SHRINK = ["--", "device=cpu", "train.iterations=20", "eval.tasks=20", "train.meta_batch=4"]

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from metarun.ranks import rank
+
 USAGE = 2
 FAILED = 1
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away (`| head`)
@@ -45,11 +47,8 @@ def code_of(error: BaseException) -> int | None:
 
 def rank_zero() -> bool:
     """Whether this process is rank 0 of a distributed run (torchrun, or a Slurm step of several tasks), or
-    runs alone: rank 0 alone prints and writes. Read from the environment, so that it costs no torch import."""
-    env = os.environ
-    if "RANK" in env:
-        return int(env["RANK"]) == 0
-    return int(env.get("SLURM_STEP_NUM_TASKS", "1")) <= 1 or env.get("SLURM_PROCID", "0") == "0"
+    runs alone: rank 0 alone prints and writes."""
+    return rank() == 0
 
 
 def say(prog: str, message: str, every_rank: bool = False) -> None:

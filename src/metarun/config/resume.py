@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """The dotted keys at which two resolved configs (nested dicts) differ, sorted; a key one lacks differs."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return sorted(d for k in a.keys() | b.keys() for d in differences(a.get(k), b.get(k), f"{prefix}{k}."))
-    return [] if a == b else [prefix.rstrip(".")]
-
+from metarun.config.keys import differences, lookup
 
 # A preset's `paper` block describes its source table (published numbers, what its ± is, notes, assumptions): it
 # changes nothing a run computes, so a run made before that text was edited is still the same run.
@@ -50,14 +44,6 @@ def continuing_differences(saved: dict, config: dict) -> list[str]:
     execution-only settings may change, and a setting the old run predates counts as at its old value."""
     added = {k for k, old in ADDED.items() if lookup(saved, k) is None and lookup(config, k) == old}
     return sorted(set(run_differences(saved, config)) - EXECUTION_ONLY - added - _dropped(saved, config))
-
-
-def lookup(config: dict, key: str) -> Any:
-    """The value at a dotted key of a nested dict, or None."""
-    node: Any = config
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def describe_differences(before: dict, now: dict, keys: list[str], limit: int = 5) -> str:

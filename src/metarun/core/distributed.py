@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from metarun.config.schema import ConfigError
+from metarun.ranks import rank, slurm_tasks
 
 BACKENDS = ("auto", "gloo", "nccl")
 
@@ -45,7 +46,7 @@ def environment() -> Environment | None:
     """The distributed environment torchrun (WORLD_SIZE, RANK, LOCAL_RANK) or a Slurm job step of several
     tasks (through submitit) set for this process; None for a plain single process."""
     env = os.environ
-    if "WORLD_SIZE" not in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+    if "WORLD_SIZE" not in env and slurm_tasks(env) > 1:
         try:
             from submitit.helpers import TorchDistributedEnvironment
         except ImportError:
@@ -59,7 +60,7 @@ def environment() -> Environment | None:
     if size <= 1:
         return None
     local_size = int(env.get("LOCAL_WORLD_SIZE", env.get("SLURM_NTASKS_PER_NODE", str(size))))
-    return Environment(int(env["RANK"]), size, int(env.get("LOCAL_RANK", "0")), local_size)
+    return Environment(rank(env), size, int(env.get("LOCAL_RANK", "0")), local_size)
 
 
 def coordinate(timeout_s: float) -> None:

@@ -31,9 +31,11 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from metarun.config.schema import FolderData
 from metarun.data import cache
 from metarun.data.cache import DataError, expand
 from metarun.data.classification import SPLITS, ImageClasses, check_request
+from metarun.data.fetching import Fetching, declare
 from metarun.data.images import MODES, read_image
 
 log = logging.getLogger(__name__)
@@ -222,3 +224,9 @@ class ImageFolder(ImageClasses):
     def record(self) -> dict:
         return {**super().record(), "image_size": self.image_size, "channels": self.channels, "root": str(self.root),
                 "layout": self.layout, **{f"{split}_images": n for split, n in self.images_per_split.items()}}
+
+
+@declare
+class FolderFetching(Fetching):
+    name, target = FolderData.name, FolderData._target_
+    summary = "your own images: `metarun data=folder data.root=PATH` (docs/data.md, Your own dataset)"

@@ -19,21 +19,26 @@ antialiasing, then stored as uint8 [classes, per_class, 3, S, S] in one cache pe
 
 from __future__ import annotations
 
+import argparse
 import logging
 import pickle
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from metarun.config.schema import MiniImageNetData
 from metarun.data import cache
 from metarun.data.cache import DataError, expand
 from metarun.data.classification import SPLITS, ImageClasses, check_request
+from metarun.data.fetching import COMMAND, Fetching, declare
 from metarun.data.images import read_image, resize
 from metarun.data.splits import split_file
 
@@ -280,3 +285,75 @@ class MiniImageNet(ImageClasses):
 
     def record(self) -> dict:
         return {**super().record(), "image_size": self.image_size, "forms": dict(self.forms)}
+
+
+# ----------------------------------------------------------------------------- `metarun-data miniimagenet`
+
+LAYOUTS = f"""\
+miniImageNet (Ravi & Larochelle's split: 64 / 16 / 20 classes of 600 images) is ImageNet's images, which metarun
+cannot distribute. Put in DIR, for each of the splits train, val and test, either
+  - mini-imagenet-cache-<split>.pkl: the pickles that learn2learn and other few-shot repositories distribute
+    (a dict with image_data, uint8 [N, 84, 84, 3], and class_dict, {{wnid: [indices]}}), or
+  - images/<filename>.jpg: the JPEGs named in the split's CSV, as Ravi & Larochelle's script makes them
+    (https://github.com/twitter/meta-learning-lstm);
+then `{COMMAND} miniimagenet --root DIR` verifies every class and image and builds the cache that
+`metarun data=miniimagenet data.root=DIR` reads (or set METARUN_DATA to the folder holding miniimagenet/)."""
+
+
+def _present(root: Path) -> bool:
+    return (root / FOLDER).is_dir() or any((root / PICKLE.format(split=s)).is_file() for s in SPLITS)
+
+
+@declare
+class MiniImageNetFetching(Fetching):
+    name = MiniImageNetData.name
+    target = MiniImageNetData._target_
+    summary = "verify your miniImageNet copy and build its cache"
+    description = LAYOUTS
+    raw_description = True
+    root = MiniImageNetData.root
+
+    def source(self, root: Path, cache_dir: str | None = None, image_size: int = 84,
+               split_dir: str | None = None) -> MiniImageNet:
+        cache_dir = cache_dir or str(expand(OmegaConf.create({"cache": MiniImageNetData.cache_dir}).cache))
+        return MiniImageNet(self.name, str(root), cache_dir, image_size, split_dir)
+
+    def missing(self, root: Path) -> str | None:
+        if _present(root):
+            return None
+        return (f"miniImageNet is not under {root} (no {FOLDER}/ and no {PICKLE.format(split='train')}). It cannot "
+                f"be downloaded: bring your own copy (`{COMMAND} miniimagenet --help` says which layouts are read), "
+                "or set `data.root`.")
+
+    def status(self, root: Path | None) -> str:
+        if not _present(root):
+            return f"missing: bring your own copy (`{COMMAND} miniimagenet --help` says how)"
+        source = self.source(root)
+        try:
+            files, _, sources = source.locate()
+        except DataError as e:
+            return f"INVALID: {e}"
+        forms = ", ".join(sorted({form for form, _ in sources.values()}))
+        if all(cache.matches(folder, m) for folder, m in source.manifests(files, sources).values()):
+            return f"present ({forms}), verified and cached at {source.image_size}x{source.image_size}"
+        return f"present ({forms}), not verified yet: `{COMMAND} miniimagenet` verifies it and builds the cache"
+
+    def arguments(self, parser: argparse.ArgumentParser) -> None:
+        default_cache = expand(OmegaConf.create({"cache": MiniImageNetData.cache_dir}).cache)
+        parser.add_argument("--cache-dir", help=f"where the cache goes (default: {default_cache}, or $METARUN_CACHE)")
+        parser.add_argument("--image-size", type=int, default=84, help="cached image size (default: 84)")
+        parser.add_argument("--split-dir", help="a folder with train/val/test.csv (default: the packaged split)")
+
+    def prepare(self, args: argparse.Namespace, root: Path) -> Iterator[str]:
+        source = self.source(root, args.cache_dir, args.image_size, args.split_dir)
+        if not root.is_dir():
+            yield LAYOUTS
+            raise DataError(f"{source.root} does not exist: put the images there as described above, or name their "
+                            "folder with `--root DIR`.")
+        start = time.perf_counter()
+        source.setup(torch.device("cpu"), 1, (1, 1), (1, 1))
+        for split, episodes in source.splits.items():
+            yield f"{split}: {episodes.classes} classes x {episodes.per_class} images ({source.forms[split]}), verified"
+        yield (f"The {source.image_size}x{source.image_size} cache is in {source.cache_dir} "
+               f"({time.perf_counter() - start:.1f} s): `metarun data=miniimagenet data.root={source.root}` starts "
+               "from it.")

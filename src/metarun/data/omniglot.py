@@ -22,11 +22,14 @@ meta-test (and validation) characters are rotated too when `rotate_test` is set.
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
+import os
 import zipfile
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +38,11 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from tqdm import tqdm
 
+from metarun.config.schema import OmniglotData
 from metarun.data import cache
 from metarun.data.cache import DataError, expand
 from metarun.data.classification import ImageClasses, check_request
+from metarun.data.fetching import COMMAND, Fetching, declare
 from metarun.data.splits import SplitFile, split_file
 
 log = logging.getLogger(__name__)
@@ -279,3 +284,94 @@ class Omniglot(ImageClasses):
     def record(self) -> dict:
         return {**super().record(), "image_size": self.image_size, "rotate_test": self.rotate_test,
                 "split": self.split, "train_split": self.train_split, "split_dir": self.split_dir}
+
+
+# ----------------------------------------------------------------------------- `metarun-data omniglot`
+
+URL_ENV = "METARUN_OMNIGLOT_URL"
+
+
+def verdict(name: str, path: Path, md5: str | None, where: str, fix: str) -> str:
+    """Say what a source is, or raise DataError: the official archive (md5), or a copy whose content verifies."""
+    official = OFFICIAL_MD5[name]
+    if md5 == official:
+        return "the official archive (md5 matches)"
+    if path.is_dir():
+        verify(name, where, listing(name, path), fix=fix)
+        return "an extracted folder whose content verifies (alphabets, characters, 20 drawings each)"
+    try:
+        characters = verify_archive(name, path, where, fix=fix)
+    except DataError as e:
+        raise DataError(f"{where} has md5 {md5}, not the official archive's {official}, and its content is not "
+                        f"the release either: {e}") from None
+    return (f"md5 {md5} is not the official archive's, but its content verifies ({len(characters)} characters, "
+            "20 drawings each, every member's CRC intact): a repacked copy")
+
+
+def _downloaded(name: str, tmp: Path, md5: str, url: str, dest: Path) -> str:
+    """The verdict on a download; a refusal is a failed download (exit 1), and nothing is kept."""
+    from metarun.data.download import DownloadError
+
+    fix = f"The server does not serve the Omniglot release: check `--url` (or {URL_ENV})."
+    try:
+        return verdict(name, tmp, md5, url, fix)
+    except DataError as e:
+        raise DownloadError(f"{e} Nothing was kept under {dest}.") from None
+
+
+@declare
+class OmniglotFetching(Fetching):
+    name = OmniglotData.name
+    target = OmniglotData._target_
+    summary = "download the official Omniglot archives and verify them"
+    description = ("Download images_background.zip and images_evaluation.zip (torchvision's URLs), check their md5 "
+                   "(or, for a repacked copy, their content), and leave them where `data=omniglot` looks. "
+                   "Archives already there are verified, not downloaded again.")
+    root = OmniglotData.root
+
+    def missing(self, root: Path) -> str | None:
+        absent = [name for name in SOURCES if find(root, name) is None]
+        if absent:
+            return (f"Omniglot is not under {root} ({' and '.join(absent)} missing). `{COMMAND} omniglot` "
+                    "downloads it there (the folder follows METARUN_DATA), or set `data.root` to where it is.")
+        return None
+
+    def status(self, root: Path | None) -> str:
+        found = {name: find(root, name) for name in SOURCES}
+        absent = [name for name, path in found.items() if path is None]
+        if absent:
+            return f"missing ({' and '.join(absent)}): `{COMMAND} omniglot` downloads it"
+        kinds = []
+        try:
+            for name, path in found.items():
+                md5 = cache.file_digest(path, "md5") if path.is_file() else None
+                verdict(name, path, md5, str(path), "")
+                kinds.append("official" if md5 == OFFICIAL_MD5[name] else "content-verified copy")
+        except DataError as e:
+            return f"INVALID: {e}"
+        return f"present, verified ({', '.join(sorted(set(kinds)))})"
+
+    def arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--url", help=f"base URL of the two archives, e.g. a mirror (default: ${URL_ENV}, else "
+                                          f"the official {OFFICIAL_URL})")
+
+    def prepare(self, args: argparse.Namespace, root: Path) -> Iterator[str]:
+        from metarun.data.download import fetch
+
+        base = (args.url or os.environ.get(URL_ENV) or OFFICIAL_URL).rstrip("/")
+        offline = ("Without network access: get images_background.zip and images_evaluation.zip from "
+                   f"https://github.com/brendenlake/omniglot (folder python/) on another machine, put them in {root}, "
+                   f"and run `{COMMAND} omniglot --root {root}` to verify them.")
+        for name in SOURCES:
+            found = find(root, name)
+            if found is not None:
+                md5 = cache.file_digest(found, "md5") if found.is_file() else None
+                fix = f"Delete it and run `{COMMAND} omniglot` again to download it."
+                yield f"{name}: {found} is present: {verdict(name, found, md5, str(found), fix)}"
+                continue
+            url, dest = f"{base}/{name}.zip", root / f"{name}.zip"
+            note = fetch(url, dest, lambda tmp, md5, name=name, url=url, dest=dest: _downloaded(name, tmp, md5, url,
+                                                                                                 dest), offline)
+            yield f"{name}: downloaded {url} to {dest}: {note}"
+        where = "" if root == self.default_root() else f" data.root={root}"
+        yield f"Omniglot is ready: `metarun data=omniglot{where}` reads it."

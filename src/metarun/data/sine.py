@@ -8,7 +8,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from metarun.config.schema import SineData
 from metarun.core.tasks import Episode
+from metarun.data.fetching import Fetching, declare
 
 
 class SineWaves:
@@ -58,3 +60,9 @@ class SineWaves:
 def _uniform(shape: tuple[int, ...], bounds: tuple[float, float], generator: torch.Generator) -> Tensor:
     low, high = bounds
     return low + (high - low) * torch.rand(shape, generator=generator)
+
+
+@declare
+class SineFetching(Fetching):
+    name, target = SineData.name, SineData._target_
+    summary = "generated on the fly: nothing to fetch"

@@ -20,7 +20,8 @@ from typing import Any
 from metarun import messages
 from metarun.report import record as record_fields
 from metarun.report.results import RESULTS, SCORES, find_jobs, read_results
-from metarun.report.settings import describe, differences, matches, run_settings, show
+from metarun.report.runs import Run
+from metarun.report.settings import describe, differences, matches, show
 from metarun.report.stats import Paired, p_is, paired
 
 # What fixes a run's test tasks: results.json fields (named by the setting a user changes), then config keys
@@ -30,21 +31,6 @@ STREAM_SETTINGS = ("eval.chunk", "data.split_dir")
 
 class CompareError(ValueError):
     """Runs that cannot be compared task by task; the message names them and the fix."""
-
-
-@dataclass(frozen=True)
-class Run:
-    folder: Path
-    record: dict[str, Any]
-    settings: dict[str, Any]
-
-    @property
-    def seed(self) -> int:
-        return self.record["seed"]
-
-    @property
-    def label(self) -> str:
-        return f"{self.record['algo']} + {self.record['weighting']}"
 
 
 @dataclass
@@ -80,7 +66,7 @@ def load_run(folder: Path) -> Run:
             f"{folder} has results.json but no {SCORES}, the per-task test scores a paired comparison needs. To "
             f"write it, delete {folder / RESULTS} and run the same command again in that folder: its checkpoint is "
             "evaluated again without training."))
-    return Run(folder, record, run_settings(folder, record))
+    return Run(folder, record)
 
 
 def scores(run: Run) -> list[float]:
@@ -270,7 +256,7 @@ def report(c: Comparison) -> str:
 def _side(runs: list[Run]) -> str:
     seeds = ", ".join(str(r.seed) for r in sorted(runs, key=lambda r: r.seed))
     where = runs[0].folder if len(runs) == 1 else f"{len(runs)} runs under {Path(*_common(runs))}"
-    return f"{runs[0].label}, seed{'s' if len(runs) > 1 else ''} {seeds} ({where})"
+    return f"{runs[0].method}, seed{'s' if len(runs) > 1 else ''} {seeds} ({where})"
 
 
 def _common(runs: list[Run]) -> tuple[str, ...]:

@@ -26,12 +26,10 @@ import pandas as pd
 
 from metarun.report import svg
 from metarun.report.compare import CompareError, Comparison, amount, check_same_stream, compare, interval, load_run
-from metarun.report.compare import Run as ScoredRun
 from metarun.report.compare import report as compare_text
 from metarun.report.compare import verdict as compare_verdict
-from metarun.report.plots import column, read_metrics
+from metarun.report.plots import column
 from metarun.report.results import (
-    METRICS,
     RESULTS,
     build_table,
     cell,
@@ -41,8 +39,9 @@ from metarun.report.results import (
     row_labels,
     setting_label,
 )
+from metarun.report.runs import Run
 from metarun.report.seeds import SeedsError, seed_table
-from metarun.report.settings import describe, differences, run_settings, show
+from metarun.report.settings import describe, differences, show
 from metarun.report.stats import format_p
 from metarun.version import __version__
 
@@ -59,31 +58,6 @@ class ReportError(ValueError):
 
 
 @dataclass
-class RunInfo:
-    """One run folder: its table record (results.json, or an unfinished job's config), settings and log."""
-
-    folder: Path
-    record: dict[str, Any]
-    label: str  # its row in the table: the method, and what tells it apart from its neighbours
-    settings: dict[str, Any]
-    metrics: pd.DataFrame
-    config: str | None  # .hydra/config.yaml as written
-    overrides: list[str]  # its command line's overrides (.hydra/overrides.yaml)
-
-    @property
-    def status(self) -> str:
-        return str(self.record.get("status", "finished"))
-
-    @property
-    def method(self) -> str:
-        return method_label(self.record)
-
-    @property
-    def seed(self) -> Any:
-        return self.record.get("seed")
-
-
-@dataclass
 class Arm:
     """The runs of one method and settings, one per seed; `settings` without the seed."""
 
@@ -91,7 +65,7 @@ class Arm:
     metric: str
     weighting: str
     settings: dict[str, Any]
-    runs: list[RunInfo]
+    runs: list[Run]
     label: str = ""
 
 
@@ -116,7 +90,7 @@ class Reproduction:
 @dataclass
 class Report:
     dirs: list[Path]
-    runs: list[RunInfo]
+    runs: list[Run]
     tables: dict[str, pd.DataFrame]  # per metric, as metarun-table builds it
     seed_tables: dict[str, pd.DataFrame]  # per metric, where the runs are a sweep over seeds
     arms: list[Arm]
@@ -150,26 +124,13 @@ def no_runs(dirs: Iterable[Path]) -> str:
             "that metarun wrote (e.g. outputs/multirun/DATE/TIME).")
 
 
-def _run(row: pd.Series, label: str) -> RunInfo:
+def _run(row: pd.Series, label: str) -> Run:
     folder = Path(row["run_dir"])
     if row["status"] == "finished":  # the file's own record: the frame turned whole numbers beside gaps into floats
         record = {"status": "finished", **read_results(folder / RESULTS), "run_dir": str(folder)}
     else:
         record = {k: v for k, v in row.items() if not _absent(v) and k not in ("method", "setting")}
-    metrics = read_metrics(folder) if (folder / METRICS).is_file() else pd.DataFrame()
-    config = folder / ".hydra" / "config.yaml"
-    return RunInfo(folder, record, label, run_settings(folder, record), metrics,
-                   config.read_text() if config.is_file() else None, _overrides(folder))
-
-
-def _overrides(folder: Path) -> list[str]:
-    import yaml
-
-    path = folder / ".hydra" / "overrides.yaml"
-    try:
-        return [str(o) for o in yaml.safe_load(path.read_text()) or []] if path.is_file() else []
-    except (OSError, yaml.YAMLError, TypeError):
-        return []
+    return Run(folder, record, label)
 
 
 def _absent(value: Any) -> bool:
@@ -189,9 +150,9 @@ def _seed_table(frame: pd.DataFrame) -> pd.DataFrame | None:
     return table
 
 
-def arms_of(runs: Sequence[RunInfo]) -> list[Arm]:
+def arms_of(runs: Sequence[Run]) -> list[Arm]:
     """Runs grouped by everything but the seed; each arm named as the table names its rows."""
-    groups: dict[tuple, list[RunInfo]] = {}
+    groups: dict[tuple, list[Run]] = {}
     for run in runs:
         settings = _without_seed(run.settings)
         key = (run.method, run.record.get("metric"), tuple(sorted((k, show(v)) for k, v in settings.items())))
@@ -207,7 +168,7 @@ def _without_seed(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k != "seed"}
 
 
-def _name(arms: list[Arm], runs: Sequence[RunInfo]) -> None:
+def _name(arms: list[Arm], runs: Sequence[Run]) -> None:
     """An arm is its method; where a method has several arms, also the settings in which they differ (a few), or
     failing that the folder they lie in."""
     by_method: dict[str, list[Arm]] = {}
@@ -272,10 +233,10 @@ def pairs_of(arms: Sequence[Arm]) -> tuple[list[Pair], list[str]]:
     return pairs[:MAX_PAIRS], notes
 
 
-def _scored(arm: Arm, notes: list[str], root: Path) -> list[ScoredRun]:
+def _scored(arm: Arm, notes: list[str], root: Path) -> list[Run]:
     """The arm's finished runs with their per-task scores, one per seed. Several runs of one seed are repeats (a
     re-test by metarun-eval, a rerun): the first folder (the shallowest, the original) stands for the seed."""
-    runs: dict[Any, ScoredRun] = {}
+    runs: dict[Any, Run] = {}
     repeats = []
     for run in sorted(arm.runs, key=lambda r: (len(r.folder.parts), str(r.folder))):
         if run.status != "finished":
@@ -293,7 +254,7 @@ def _scored(arm: Arm, notes: list[str], root: Path) -> list[ScoredRun]:
     return [runs[seed] for seed in sorted(runs, key=str)]
 
 
-def _same_stream(a: ScoredRun, b: ScoredRun) -> bool:
+def _same_stream(a: Run, b: Run) -> bool:
     try:
         check_same_stream(a, b)
     except CompareError:
@@ -379,7 +340,7 @@ def bin_size(arm: Arm) -> int:
     return max(1, math.ceil(rows / MAX_POINTS))
 
 
-def run_name(run: RunInfo) -> str:
+def run_name(run: Run) -> str:
     said = f"seed {run.seed}" if run.seed is not None else run.folder.name
     return said if run.status == "finished" else f"{said} ({run.status})"
 
@@ -420,7 +381,7 @@ def weight_panels(arm: Arm) -> list[svg.Panel]:
             svg.Panel(f"tasks weighted below 0 ({share})", share, panels["w_negative"])]
 
 
-def _meta_batch(run: RunInfo) -> int | None:
+def _meta_batch(run: Run) -> int | None:
     value = run.settings.get("train.meta_batch", run.record.get("meta_batch"))
     return int(value) if isinstance(value, int | float) and value > 0 else None
 
@@ -693,7 +654,7 @@ def _runs(rep: Report) -> Section | None:
     return _section("runs", "Runs", *(_run_card(i, run) for i, run in enumerate(rep.runs)))
 
 
-def _run_card(i: int, run: RunInfo) -> str:
+def _run_card(i: int, run: Run) -> str:
     r = run.record
     status = f' <span class="status-{esc(run.status)}">({esc(run.status)})</span>' if run.status != "finished" else ""
     items = [("folder", f"<code>{esc(run.folder.absolute())}</code>"), ("result", esc(_result(run)))]
@@ -711,7 +672,7 @@ def _run_card(i: int, run: RunInfo) -> str:
             f"{_config(run)}\n</article>")
 
 
-def _result(run: RunInfo) -> str:
+def _result(run: Run) -> str:
     r = run.record
     if run.status != "finished":
         return run.status
@@ -719,7 +680,7 @@ def _result(run: RunInfo) -> str:
     return f"{cell(r)} ({r['metric']}{tasks})"
 
 
-def _config(run: RunInfo) -> str:
+def _config(run: Run) -> str:
     if run.config is not None:
         return f"<details><summary>config (.hydra/config.yaml)</summary><pre>{esc(run.config)}</pre></details>"
     recorded = {k: v for k, v in run.record.items() if k not in ("run_dir", "status")}

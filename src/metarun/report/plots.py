@@ -9,10 +9,9 @@ no global figure registry to leak from when called in-process.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from metarun.report.results import METRICS, RESULTS
+from metarun.report.runs import Run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -69,14 +69,6 @@ def save(fig: Figure, path: Path) -> Path:
 # ----------------------------------------------------------------------------- runs
 
 
-@dataclass
-class Run:
-    path: Path
-    label: str
-    metrics: pd.DataFrame
-    metric: str | None  # results.json's metric (mse, accuracy); None while the run is unfinished
-
-
 def check_dirs(dirs: Sequence[Path]) -> None:
     missing = [str(d) for d in dirs if not Path(d).is_dir()]
     if missing:
@@ -103,56 +95,37 @@ def find_runs(dirs: Sequence[Path]) -> list[Path]:
     return runs
 
 
-def _results(run_dir: Path) -> dict | None:
+def _results(run_dir: Path) -> dict:
+    """results.json, or nothing for a run still going (or a file it is writing)."""
     try:
         return json.loads((run_dir / RESULTS).read_text())
     except (OSError, ValueError):
-        return None
+        return {}
 
 
-def run_label(run_dir: Path) -> str:
+def run_label(run: Run) -> str:
     """`algo + weighting, seed N` from results.json; a run still going has only its Hydra overrides."""
-    record = _results(run_dir)
-    if record is not None:
+    if run.record:
+        record = run.record
         return f"{record.get('algo', '?')} + {record.get('weighting', '?')}, seed {record.get('seed', '?')}"
-    overrides = run_dir / ".hydra" / "overrides.yaml"
-    if overrides.is_file():
-        from omegaconf import OmegaConf
-
-        try:
-            items = [str(o) for o in OmegaConf.load(overrides)]
-            return f"{' '.join(items) or 'defaults'} (unfinished)"
-        except Exception:  # a half-written or foreign file: the folder name still identifies the run
-            pass
-    return f"{run_dir.name} (unfinished)"
+    if (run.folder / ".hydra" / "overrides.yaml").is_file():
+        return f"{' '.join(run.overrides) or 'defaults'} (unfinished)"
+    return f"{run.folder.name} (unfinished)"
 
 
-def read_metrics(run_dir: Path) -> pd.DataFrame:
-    """metrics.csv as numbers. A run still going may be mid-line: a last line without its newline is
-    dropped, since its final field may be cut short (pandas would read it as a smaller number)."""
-    try:
-        lines = (run_dir / METRICS).read_text().splitlines(keepends=True)
-        if lines and not lines[-1].endswith("\n"):
-            lines.pop()
-        frame = pd.read_csv(io.StringIO("".join(lines)), on_bad_lines="skip")
-    except (pd.errors.EmptyDataError, OSError, UnicodeDecodeError):
-        return pd.DataFrame()
-    return frame.apply(pd.to_numeric, errors="coerce")
-
-
-def load_runs(dirs: Sequence[Path]) -> list[Run]:
+def logged_runs(dirs: Sequence[Path]) -> list[Run]:
+    """Every run under `dirs` that has a training log, finished or not, each labelled for a legend."""
     check_dirs(dirs)
     paths = find_runs(dirs)
     if not paths:
         raise PlotError(f"no runs under {', '.join(map(str, dirs))}: a run folder holds {METRICS}, which metarun "
                         "writes from the first iteration. Pass run or multirun folders that metarun wrote "
                         "(e.g. outputs/multirun/DATE/TIME).")
-    labels = [run_label(p) for p in paths]
+    runs = [Run(p, _results(p)) for p in paths]
+    labels = [run_label(r) for r in runs]
     # Two runs with the same label (same method and seed in different sweeps) get their folder added.
-    labels = [f"{lab} [{p.parent.name}/{p.name}]" if labels.count(lab) > 1 else lab
-              for lab, p in zip(labels, paths, strict=True)]
-    return [Run(p, lab, read_metrics(p), (_results(p) or {}).get("metric"))
-            for p, lab in zip(paths, labels, strict=True)]
+    return [replace(r, label=f"{lab} [{r.folder.parent.name}/{r.folder.name}]" if labels.count(lab) > 1 else lab)
+            for r, lab in zip(runs, labels, strict=True)]
 
 
 def column(frame: pd.DataFrame, *names: str) -> pd.DataFrame:
@@ -229,13 +202,13 @@ def _legend(ax: Any) -> None:
 
 
 def curves(dirs: Sequence[Path], out: Path | None) -> list[Path]:
-    runs = load_runs(dirs)
+    runs = logged_runs(dirs)
     dest = Path(out or dirs[0])
     return [plot_loss(runs, dest), plot_validation(runs, dest)]
 
 
 def weights(dirs: Sequence[Path], out: Path | None) -> list[Path]:
-    runs = load_runs(dirs)
+    runs = logged_runs(dirs)
     return [plot_weights(runs, Path(out or dirs[0]))]
 
 

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from metarun.config.keys import dotted
 from metarun.files import atomic_write
 from metarun.report import record as record_fields
-from metarun.report.settings import dotted
 from metarun.version import __version__
 
 if TYPE_CHECKING:

@@ -13,23 +13,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from metarun.config.keys import dotted
 from metarun.report.record import describes_the_run
 
 # Keys (or key prefixes, ending in ".") that do not change what a run computes on its test tasks. Not
 # `eval.chunk`: the test stream draws each chunk's tasks in turn, so another chunk size means other tasks.
 IGNORED = ("device", "logger", "paper.", "exec.", "data.root", "data.cache_dir", "eval.val_tasks",
            "train.eval_every", "train.log_every", "train.checkpoint_every")
-
-
-def dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as one level of dotted keys (`outer.optimizer._target_`); lists stay values."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out |= dotted(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _ignored(key: str) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from metarun.config.checks import missing_logger
-from metarun.report.settings import dotted
+from metarun.config.keys import dotted
 
 
 class NoLog:

@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 from omegaconf import DictConfig, OmegaConf
 
 from metarun.config.checks import missing_logger
+from metarun.config.keys import dotted
 from metarun.config.schema import ConfigError
 from metarun.files import atomic_write
 from metarun.report.results import METRICS, RESULTS, SCORES, run_table
-from metarun.report.settings import dotted
 from metarun.run.loggers import NoLog
 
 TRACKER_FILE = "tracker.json"  # {"mlflow": {"run_id": ...}, "wandb": {"run_id": ...}}
