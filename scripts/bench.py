@@ -26,7 +26,8 @@ On a GPU the settings are the run's: `exec.chunk=auto` (the chunk it settles on 
 IEEE float32 unless `-- exec.tf32=true` (for learn2learn's rows too), `-- exec.autocast=bf16` opt-in.
 
 Output: one JSON object per variant and mode (tasks_per_s, s_per_iter, sample_fraction,
-peak_mb, extra_mb and the ratios), then the same as a table on stderr.
+peak_mb, extra_mb and the ratios; with --interleaved, each pair's ratio and the median minor page
+faults per step of each side), then the same as a table on stderr.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -127,10 +129,12 @@ def child(kind: str, variant: str, args: argparse.Namespace) -> dict:
 
     from metarun.core import precision
     from metarun.run.build import build
+    from metarun.run.heap import keep_freed_memory
 
     meta_batch = args.meta_batch
     cfg = compose(variant, meta_batch, args.overrides)
     parts = build(cfg)
+    keep_freed_memory()  # as `metarun` does for a run's process (its learn2learn rows share the setting)
     device, source = parts.device, parts.source
     precision.use_tf32(cfg.exec.tf32, device)  # as a run sets it, for every kind of row
     generator = torch.Generator().manual_seed(0)
@@ -167,12 +171,18 @@ def interleaved(ours, theirs, sample, device, args: argparse.Namespace) -> dict:
     others are using slows both alike, so their ratio holds where separate runs' ratios do not. No memory."""
     import torch
 
+    faults: dict[object, list[int]] = {ours: [], theirs: []}
+
     def timed(step, episode) -> float:
+        # Minor page faults: pages the allocator gave back and the step touched again (run/heap.py).
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         step(episode)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        faults[step].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        return seconds
 
     for _ in range(args.warmup):
         episode = sample()
@@ -186,7 +196,9 @@ def interleaved(ours, theirs, sample, device, args: argparse.Namespace) -> dict:
     ours_s, theirs_s = (statistics.median(p[j] for p in pairs) for j in (0, 1))
     ratios = [b / a for a, b in pairs]  # each pair ran under the same conditions: the median of their ratios
     return {"s_per_iter": round(ours_s, 5), "l2l_s_per_iter": round(theirs_s, 5),
-            "speed_vs_l2l": round(statistics.median(ratios), 3), "pair_ratios": [round(r, 3) for r in ratios]}
+            "speed_vs_l2l": round(statistics.median(ratios), 3), "pair_ratios": [round(r, 3) for r in ratios],
+            "page_faults": round(statistics.median(faults[ours])),
+            "l2l_page_faults": round(statistics.median(faults[theirs]))}
 
 
 def exec_label(cfg, parts) -> str:

@@ -231,10 +231,12 @@ def _train(cfg: DictConfig, out_dir: Path, sweeping: bool, accept: Callable[[], 
     from hydra.errors import InstantiationException
 
     from metarun.core.distributed import RankFailed
+    from metarun.run.heap import keep_freed_memory
     from metarun.run.signals import Interrupted, describe, redeliver
     from metarun.run.train import Diverged, run
     from metarun.weighting import WeightingError
 
+    keep_freed_memory()  # this process is the run's: its steps reuse the host memory they free (run/heap.py)
     try:
         run(cfg, out_dir, accept)
     except InstantiationException as e:
