@@ -289,7 +289,7 @@ class MiniImageNet(ImageClasses):
 
 # ----------------------------------------------------------------------------- `metarun-data miniimagenet`
 
-LAYOUTS = f"""\
+HOW_TO_PREPARE = f"""\
 miniImageNet (Ravi & Larochelle's split: 64 / 16 / 20 classes of 600 images) is ImageNet's images, which metarun
 cannot distribute. Put in DIR, for each of the splits train, val and test, either
   - mini-imagenet-cache-<split>.pkl: the pickles that learn2learn and other few-shot repositories distribute
@@ -309,7 +309,7 @@ class MiniImageNetFetching(Fetching):
     name = MiniImageNetData.name
     target = MiniImageNetData._target_
     summary = "verify your miniImageNet copy and build its cache"
-    description = LAYOUTS
+    description = HOW_TO_PREPARE
     raw_description = True
     root = MiniImageNetData.root
 
@@ -347,7 +347,7 @@ class MiniImageNetFetching(Fetching):
     def prepare(self, args: argparse.Namespace, root: Path) -> Iterator[str]:
         source = self.source(root, args.cache_dir, args.image_size, args.split_dir)
         if not root.is_dir():
-            yield LAYOUTS
+            yield HOW_TO_PREPARE
             raise DataError(f"{source.root} does not exist: put the images there as described above, or name their "
                             "folder with `--root DIR`.")
         start = time.perf_counter()

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metarun.config.keys import dotted
 from metarun.files import atomic_write
 from metarun.report import record as record_fields
+from metarun.report.settings import config_of
 from metarun.version import __version__
 
 if TYPE_CHECKING:
@@ -251,26 +251,21 @@ def method_label(run: Mapping[str, Any]) -> str:
 GROUPS = ("data", "model", "algo", "weighting")
 
 
-def run_settings(run_dir: Path) -> tuple[dict[str, Any], set[str]] | None:
+def config_settings(run_dir: Path) -> tuple[dict[str, Any], set[str]] | None:
     """A run's config as flat `key: value` (resolved), with its config-group choices as keys of their own
-    (`model: conv4`), and the keys that only follow another by interpolation; None if it records none."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    if not path.is_file():
+    (`model: conv4`), and the keys that only follow another by interpolation; None if it records none. Unlike
+    `settings.run_settings`, every key is kept: a table names rows apart by whatever tells them apart."""
+    config = config_of(run_dir)
+    if config is None:
         return None
-    cfg = OmegaConf.load(path)
-    raw = dotted(OmegaConf.to_container(cfg, resolve=False))
-    try:
-        flat = dotted(OmegaConf.to_container(cfg, resolve=True))
-    except OmegaConfBaseException:
-        flat = raw
-    following = {k for k, v in raw.items() if isinstance(v, str) and v.startswith("${")}
+    written, flat = config
+    following = {k for k, v in written.items() if isinstance(v, str) and v.startswith("${")}
     hydra = Path(run_dir) / ".hydra" / "hydra.yaml"
     if hydra.is_file():
+        from omegaconf import OmegaConf
+
         choices = OmegaConf.select(OmegaConf.load(hydra), "hydra.runtime.choices") or {}
-        flat |= {group: choices[group] for group in GROUPS if group in choices}
+        flat = flat | {group: choices[group] for group in GROUPS if group in choices}
     return flat, following
 
 
@@ -307,7 +302,7 @@ def row_labels(runs: pd.DataFrame, ignore: Sequence[str] = ()) -> pd.Series:
     for _, group in runs.groupby(["method", "setting"], sort=False):
         if len(group) < 2:
             continue
-        found = [run_settings(d) for d in group["run_dir"]]
+        found = [config_settings(d) for d in group["run_dir"]]
         if all(f is not None for f in found):
             settings = [f[0] for f in found]
             following = set.intersection(*(f[1] for f in found))

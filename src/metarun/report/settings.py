@@ -26,18 +26,27 @@ def _ignored(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in IGNORED)
 
 
+def config_of(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A run's `.hydra/config.yaml` as flat dotted keys, as written and resolved (as written where an interpolation
+    cannot resolve here, e.g. an unset variable); None where the folder has none."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    loaded = OmegaConf.load(path)
+    written = dotted(OmegaConf.to_container(loaded, resolve=False))
+    try:
+        return written, dotted(OmegaConf.to_container(loaded, resolve=True))
+    except Exception:  # whatever the resolver raises: compare as written
+        return written, written
+
+
 def run_settings(run_dir: Path, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The run's settings, flat (`inner.lr`, `weighting.name`, ...), without the ignored ones."""
-    config = Path(run_dir) / ".hydra" / "config.yaml"
-    if config.is_file():
-        from omegaconf import OmegaConf
-
-        loaded = OmegaConf.load(config)
-        try:
-            container = OmegaConf.to_container(loaded, resolve=True)
-        except Exception:  # an interpolation that cannot resolve here (an unset variable): compare as written
-            container = OmegaConf.to_container(loaded, resolve=False)
-        flat = {k: tuple(v) if isinstance(v, list) else v for k, v in dotted(container).items()}
+    config = config_of(run_dir)
+    if config is not None:
+        flat = {k: tuple(v) if isinstance(v, list) else v for k, v in config[1].items()}
     else:
         flat = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (record or {}).items()
                 if describes_the_run(k)}
