@@ -1,4 +1,4 @@
-"""run/heap.py: with the thresholds fixed, buffers a step frees are reused by the next without page faults.
+"""run/heap.py: with the thresholds fixed, the buffers a step frees are reused by the next without page faults.
 
 In a subprocess: the allocator's settings are process-wide, and a test must not leave them changed."""
 
@@ -23,25 +23,28 @@ def step():
     for b in buffers:
         b.fill_(1.0)
 
-step()
-step()  # whatever the allocator settles into after one step
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-step()
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = []
+for _ in range(8):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, *faults)
 """
-PAGES = 8 * 16 * 2**20 // 4096  # pages the step writes
+PAGES = 8 * 16 * 2**20 // 4096  # pages a step writes
 
 
-def faults(mode: str) -> tuple[str, int]:
+def faults(mode: str) -> tuple[str, list[int]]:
     out = subprocess.run([sys.executable, "-c", PROGRAM, mode], capture_output=True, text=True, timeout=120,
                          env={"OMP_NUM_THREADS": "1", "PATH": ""}, check=True).stdout.split()
-    return out[0], int(out[1])
+    return out[0], [int(n) for n in out[1:]]
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_freed_buffers_are_reused_without_page_faults():
-    applied, kept = faults("kept")
-    assert applied == "True"
-    # Each 16 MB buffer is above glibc's default mapping threshold at first: unfixed, the buffers are mapped and
-    # unmapped on every step and each page faults again; fixed, the third step writes into the second's pages.
-    assert kept < PAGES // 20, f"{kept} page faults for a step of {PAGES} pages"
+    applied, per_step = faults("kept")
+    assert applied == "True"  # mallopt took both thresholds
+    # The first steps place the buffers (a small allocation in between can push one or two past the pages touched
+    # before); from the fourth on, every step writes into pages an earlier one touched. Without the fixed
+    # thresholds most processes fault every page on every step (32,736 of 32,768 measured), some settle as here.
+    settled = per_step[3:]
+    assert max(settled) < PAGES // 20, f"page faults per step {per_step}, for steps of {PAGES} pages"
