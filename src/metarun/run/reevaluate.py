@@ -77,7 +77,7 @@ def _test(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from metarun.core import precision
     from metarun.core.tasks import fixed_stream
     from metarun.report.results import read_results, write_results, write_scores
-    from metarun.run import rundir
+    from metarun.run import provenance, rundir
     from metarun.run.build import build
     from metarun.run.evaluate import evaluate
     from metarun.run.learner import read_state
@@ -93,7 +93,8 @@ def _test(run_dir: Path, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                           cfg.eval.seed)
     after, before = (t.tolist() for t in evaluate(parts, stream, cfg.eval.steps, cfg.eval.lr))
     original = read_results(run_dir / "results.json")
-    record = {**tested_record(cfg, parts, after, before, tf32), "evaluation_of": str(run_dir), "checkpoint": path.name,
+    record = {**tested_record(cfg, parts, after, before, tf32, provenance.running_code()),
+              "trained_commits": state.get("commits") or [], "evaluation_of": str(run_dir), "checkpoint": path.name,
               "checkpoint_iteration": int(state["iteration"]), "head": cfg.eval.get("head", "last"),
               "val_mean": state.get("val_mean"), "train_seconds": original.get("train_seconds"),
               "seconds": round(time.perf_counter() - start, 2)}

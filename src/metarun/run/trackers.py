@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from metarun.config.keys import dotted
 from metarun.config.schema import ConfigError
 from metarun.files import atomic_write
 from metarun.report.results import METRICS, RESULTS, SCORES, run_table
+from metarun.run import provenance
 from metarun.run.loggers import NoLog
 
 TRACKER_FILE = "tracker.json"  # {"mlflow": {"run_id": ...}, "wandb": {"run_id": ...}}
@@ -137,21 +137,11 @@ def sweep_name(out_dir: Path) -> str | None:
         return str(sweep)
 
 
-def git_commit(folder: Path) -> str | None:
-    """The commit checked out where `folder` lies (the metarun code a run ran), or None outside a git checkout."""
-    try:
-        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
-
-
 def tags(cfg: DictConfig) -> dict[str, str]:
     """What a run is filtered by in a tracker: algorithm, weighting, data, seed, and the code's commit."""
     found = {"algo": OmegaConf.select(cfg, "algo.name"), "weighting": OmegaConf.select(cfg, "weighting.name"),
              "data": OmegaConf.select(cfg, "data.name"), "seed": OmegaConf.select(cfg, "seed"),
-             "commit": git_commit(Path(__file__).parent)}
+             "commit": provenance.running_code().commit}
     return {k: str(v) for k, v in found.items() if v is not None}
 
 

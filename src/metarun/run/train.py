@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from metarun.core.distributed import SOLO, World
 from metarun.core.functional import Params, weighted_sum
 from metarun.core.tasks import Episode, fixed_stream
 from metarun.report.results import CI_METHOD, METRICS, MetricsLog, ci95, settings_record, write_results, write_scores
-from metarun.run import checkpoint
+from metarun.run import checkpoint, provenance
 from metarun.run.build import Parts, build
 from metarun.run.evaluate import evaluate
 from metarun.run.loggers import NoLog, tracker
@@ -177,9 +178,10 @@ def bn_mode(parts: Parts) -> str:
     return "transductive" if parts.objective.transductive else "support-statistics"
 
 
-def tested_record(cfg: DictConfig, parts: Parts, after: list[float], before: list[float], tf32: bool) -> dict:
+def tested_record(cfg: DictConfig, parts: Parts, after: list[float], before: list[float], tf32: bool,
+                  code: provenance.Code) -> dict:
     """The results record of a test of `parts` under `cfg` (per-task scores after and before adaptation, TF32
-    on or off): a training run's and a re-evaluation's (metarun-eval)."""
+    on or off, by `code`): a training run's and a re-evaluation's (metarun-eval)."""
     source, executor, world = parts.source, parts.executor, parts.world
     (mean, half), (mean_before, half_before) = ci95(after), ci95(before)
     return {
@@ -194,6 +196,7 @@ def tested_record(cfg: DictConfig, parts: Parts, after: list[float], before: lis
         "exec_chunk": None if executor.mode == "loop" else executor.train_chunks.tasks_per_call(cfg.train.meta_batch),
         "tf32": tf32, "autocast": cfg.exec.autocast,
         "device": str(parts.device), "torch": torch.__version__, "metarun": __version__,
+        "commit": code.commit, "uncommitted_changes": code.changed,
     }
 
 
@@ -245,6 +248,11 @@ class Training:
             restore(self.saved, self.optimizer, self.schedule, self.generator)
             self.first, self.elapsed = self.saved["iteration"] + 1, self.saved["seconds"]
             self.last_val, self.best = self.saved["val_mean"], self.saved.get("best")
+        self.code = provenance.running_code()
+        trained = list((self.saved or {}).get("commits") or [])
+        self.commits = provenance.continued(trained, self.code.commit)
+        if self.world.main and (note := provenance.switch_note(trained, self.code.commit)):
+            print(note, file=sys.stderr)
         self.tf32 = precision.use_tf32(cfg.exec.tf32, parts.device)
         self.start = time.perf_counter()
 
@@ -268,7 +276,8 @@ class Training:
                 "algo": self.parts.algo.state_dict(), "iteration": iteration,
                 "task_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "seconds": self.seconds(), "val_mean": self.last_val, "best": self.best, "config": self.config}
+                "seconds": self.seconds(), "val_mean": self.last_val, "best": self.best, "config": self.config,
+                "commits": self.commits}
 
     def step(self, it: int, logging: bool) -> dict:
         """One iteration: sample, meta-step, outer step; its logged row (iteration, lr, and metrics if logging)."""
@@ -312,7 +321,8 @@ class Training:
         after, before = (t.tolist() for t in self.test("test", cfg.eval.tasks, cfg.eval.seed))
         val = ci95(after)[0] if self.last_val is None else self.last_val  # the last iteration validates unless 0
         record = {
-            **tested_record(cfg, self.parts, after, before, self.tf32), "val_mean": val,
+            **tested_record(cfg, self.parts, after, before, self.tf32, self.code), "val_mean": val,
+            "trained_commits": self.commits,
             "seconds": round(self.seconds(), 2), "train_seconds": round(train_seconds, 2),
             "resumed_from": self.resumed_from,
             "tested_iteration": tested["iteration"], "tested_val_mean": tested["val_mean"],  # `select`: settings_record
