@@ -64,6 +64,7 @@ def test_two_runs_paired_over_their_test_tasks(tmp_path, capsys):
     assert main([str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "A and B differ in: weighting (agreement, uniform)" in out
+    assert "test tasks: omniglot 5-way 1-shot, 20 queries, eval.seed 1234, 4 tasks, the same for every pair" in out
     assert "seed 0: A 75.00, B 60.00, A − B = +15.00 (95% CI -0.91 to +30.91" in out
     assert "verdict (over 4 test tasks, one seed): no significant difference" in out
 

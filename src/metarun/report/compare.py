@@ -225,7 +225,7 @@ def report(c: Comparison) -> str:
     diffs = differences([a0.settings, b0.settings], ignore={"seed"})
     s = stream(a0)
     shape = f"{s.get('ways')}-way " if a0.record.get("task_kind") != "regression" else ""
-    tasks = (f"{s.get('data')} {shape}{s.get('shots')}-shot, {s.get('queries')} queries, "
+    tasks = (f"{s.get('data.name')} {shape}{s.get('shots')}-shot, {s.get('queries')} queries, "
              f"eval.seed {s.get('eval.seed')}, {s.get('eval.tasks')} tasks")
     lines = [
         f"A: {_side(c.a)}",
