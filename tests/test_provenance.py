@@ -75,7 +75,8 @@ def metarun_commit() -> str | None:
     package = Path(metarun.__file__).resolve().parent
     if package != ROOT / "src" / "metarun" or not (ROOT / ".git").exists():
         return None
-    return git(ROOT, "rev-parse", "HEAD")
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None  # git refusing the folder: no commit either
 
 
 def test_a_run_continued_on_other_code_lists_both_commits_and_says_so(tmp_path, capsys):

@@ -225,7 +225,8 @@ def report(c: Comparison) -> str:
     diffs = differences([a0.settings, b0.settings], ignore={"seed"})
     s = stream(a0)
     shape = f"{s.get('ways')}-way " if a0.record.get("task_kind") != "regression" else ""
-    tasks = (f"{s.get('data.name')} {shape}{s.get('shots')}-shot, {s.get('queries')} queries, "
+    queries = f"{s.get('queries')} quer{'y' if s.get('queries') == 1 else 'ies'}"
+    tasks = (f"{s.get('data.name')} {shape}{s.get('shots')}-shot, {queries}, "
              f"eval.seed {s.get('eval.seed')}, {s.get('eval.tasks')} tasks")
     lines = [
         f"A: {_side(c.a)}",
