@@ -79,7 +79,7 @@ def metarun_commit() -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None  # git refusing the folder: no commit either
 
 
-def test_a_run_continued_on_other_code_lists_both_commits_and_says_so(tmp_path, capsys):
+def test_a_run_continued_on_other_code_lists_both_commits_and_says_so(tmp_path, caplog):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=["train.iterations=4", "train.meta_batch=2", "train.eval_every=0",
                                            "eval.val_tasks=0", "eval.tasks=4", "device=cpu"])
@@ -93,5 +93,6 @@ def test_a_run_continued_on_other_code_lists_both_commits_and_says_so(tmp_path, 
     assert record["trained_commits"] == [earlier] + ([head] if head else [])
     assert json.loads((tmp_path / "results.json").read_text())["trained_commits"] == record["trained_commits"]
     if head is not None:
-        assert f"trained up to now on commit {earlier[:12]} and continues on {head[:12]}" in capsys.readouterr().err
+        # A warning in the run's log (the terminal, and the run folder's metarun.log under Hydra).
+        assert f"trained up to now on commit {earlier[:12]} and continues on {head[:12]}" in caplog.text
         assert isinstance(record["uncommitted_changes"], bool)

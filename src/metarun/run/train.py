@@ -3,9 +3,9 @@ meta-test on the fixed evaluation stream, write the results."""
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +30,8 @@ from metarun.run.loggers import NoLog, tracker
 from metarun.run.signals import Interrupted, stop_requests
 from metarun.version import __version__
 from metarun.weighting import Weighting
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "iteration", "loss_before", "loss_after", "val_mean", "val_ci95",
@@ -252,7 +254,7 @@ class Training:
         trained = list((self.saved or {}).get("commits") or [])
         self.commits = provenance.continued(trained, self.code.commit)
         if self.world.main and (note := provenance.switch_note(trained, self.code.commit)):
-            print(note, file=sys.stderr)
+            log.warning(note)
         self.tf32 = precision.use_tf32(cfg.exec.tf32, parts.device)
         self.start = time.perf_counter()
 
