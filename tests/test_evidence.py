@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
+import scipy.stats
 import yaml
 
 from conftest import ROOT
@@ -22,8 +24,13 @@ def scores(folder: Path, column: str = "score") -> list[float]:
         return [float(row[column]) for row in csv.DictReader(f)]
 
 
+def differing_keys(one: dict, other: dict) -> set[str]:
+    """The top-level config groups whose values differ between two runs' configs."""
+    return {k for k in one.keys() | other.keys() if one.get(k) != other.get(k)}
+
+
 def test_there_is_evidence_to_check():
-    assert len(RECORDS) >= 12, RECORDS  # ga_sine: 2 cells x 3 seeds, each re-tested with 32 steps
+    assert len(RECORDS) >= 14, RECORDS  # ga_sine: 2 cells x 3 seeds, each re-tested with 32 steps; ga_omniglot: 2
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda p: str(p.parent.relative_to(EVIDENCE)))
@@ -47,8 +54,52 @@ def test_ga_sine_runs_are_the_full_budget_and_differ_only_in_the_weighting():
             assert config["train"]["iterations"] == 30000 and config["seed"] == seed
             assert json.loads((folder / cell / f"seed={seed}" / "eval" / "eval.steps=32" / "results.json")
                               .read_text())["eval_steps"] == 32
-        differ = {k for k in configs["reptile"].keys() | configs["ga_reptile"].keys()
-                  if configs["reptile"].get(k) != configs["ga_reptile"].get(k)}
+        differ = differing_keys(configs["reptile"], configs["ga_reptile"])
         assert differ == {"weighting"}, differ
         assert configs["ga_reptile"]["weighting"]["name"] == "agreement"
         assert configs["reptile"]["weighting"]["name"] == "uniform"
+
+
+GA_OMNIGLOT = EVIDENCE / "ga_omniglot_5w1s"
+GA_OMNIGLOT_PAGE = EVIDENCE / "ga_omniglot.md"
+
+
+def test_ga_omniglot_cells_are_the_full_budget_and_differ_only_in_the_weighting():
+    configs, records = {}, {}
+    for cell in ("reptile_5w1s", "ga_5w1s"):
+        configs[cell] = yaml.safe_load((GA_OMNIGLOT / cell / ".hydra" / "config.yaml").read_text())
+        records[cell] = json.loads((GA_OMNIGLOT / cell / "results.json").read_text())
+        assert (records[cell]["iterations"], records[cell]["tested_iteration"]) == (100000, 100000)
+        assert (records[cell]["n_tasks"], records[cell]["ways"], records[cell]["shots"]) == (10000, 5, 1)
+        assert configs[cell]["train"]["iterations"] == 100000 and configs[cell]["eval"]["tasks"] == 10000
+        # metrics.csv is the whole log: every 10th iteration to the last, validation every 5,000.
+        with open(GA_OMNIGLOT / cell / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [int(r["iteration"]) for r in rows] == list(range(10, 100001, 10))
+        assert [int(r["iteration"]) for r in rows if r["val_mean"]] == list(range(5000, 100001, 5000))
+    differ = differing_keys(configs["reptile_5w1s"], configs["ga_5w1s"])
+    assert differ == {"weighting"}, differ
+    assert (records["reptile_5w1s"]["weighting"], records["ga_5w1s"]["weighting"]) == ("uniform", "agreement")
+
+
+def test_ga_omniglot_page_prints_what_the_files_hold():
+    """The page's accuracies and its paired difference are the committed scores' (percent, two decimals)."""
+    page = GA_OMNIGLOT_PAGE.read_text()
+    for cell in ("reptile_5w1s", "ga_5w1s"):
+        record = json.loads((GA_OMNIGLOT / cell / "results.json").read_text())
+        assert f"{100 * record['mean']:.2f} ± {100 * record['ci95']:.2f}" in page, cell
+    a, b = scores(GA_OMNIGLOT / "ga_5w1s"), scores(GA_OMNIGLOT / "reptile_5w1s")
+    diff = 100 * (sum(a) - sum(b)) / len(a)
+    low, high = scipy.stats.ttest_rel(a, b).confidence_interval()
+    assert f"{diff:+.2f} points (95% CI {100 * low:+.2f} to {100 * high:+.2f})" in page
+    # The commit the runs came from is named, and (in a clone with its history) it is this repository's.
+    assert "commit 3c88d4e" in page
+    if (ROOT / ".git").exists() and not shallow(ROOT):
+        assert subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", "3c88d4e^{commit}"]).returncode == 0
+
+
+def shallow(repository: Path) -> bool:
+    """A shallow clone lacks older commits, so a commit missing from it proves nothing."""
+    out = subprocess.run(["git", "-C", str(repository), "rev-parse", "--is-shallow-repository"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() != "false"
