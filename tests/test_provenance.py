@@ -68,6 +68,7 @@ def test_the_commits_a_run_was_trained_on():
     assert provenance.switch_note([a], None) is None
     note = provenance.switch_note([a], b)
     assert a[:12] in note and b[:12] in note and "not those of an uninterrupted run" in note
+    assert "`trained_commits`" in note  # the field results.json lists them in
 
 
 def metarun_commit() -> str | None:

@@ -47,4 +47,5 @@ def switch_note(before: list[str], now: str | None) -> str | None:
     if now is None or not before or before[-1] == now:
         return None
     return (f"note: this run was trained up to now on commit {before[-1][:12]} and continues on {now[:12]}: its "
-            "results are not those of an uninterrupted run on either (results.json lists both under `commits`).")
+            "results are not those of an uninterrupted run on either (results.json lists both under "
+            "`trained_commits`).")
