@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import yaml
 
 from conftest import ROOT
 from metarun.report.results import ci95
+from metarun.run import provenance
 
 EVIDENCE = ROOT / "docs" / "results"
 RECORDS = sorted(EVIDENCE.rglob("results.json"))
@@ -94,12 +94,6 @@ def test_ga_omniglot_page_prints_what_the_files_hold():
     assert f"{diff:+.2f} points (95% CI {100 * low:+.2f} to {100 * high:+.2f})" in page
     # The commit the runs came from is named, and (in a clone with its history) it is this repository's.
     assert "commit 3c88d4e" in page
-    if (ROOT / ".git").exists() and not shallow(ROOT):
-        assert subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", "3c88d4e^{commit}"]).returncode == 0
-
-
-def shallow(repository: Path) -> bool:
-    """A shallow clone lacks older commits, so a commit missing from it proves nothing."""
-    out = subprocess.run(["git", "-C", str(repository), "rev-parse", "--is-shallow-repository"],
-                         capture_output=True, text=True)
-    return out.stdout.strip() != "false"
+    # A shallow clone lacks older commits, so a commit missing from it proves nothing.
+    if provenance.git(ROOT, "rev-parse", "--is-shallow-repository") == "false\n":
+        assert provenance.git(ROOT, "cat-file", "-e", "3c88d4e^{commit}") is not None
